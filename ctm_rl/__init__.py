@@ -1,0 +1,15 @@
+"""ctm-rl: Continuous Thought Machines as recurrent Stable-Baselines3 policies, trained with PPO."""
+
+from ctm_rl.ctm import ContinuousThoughtMachine, CTMRecording, CTMState
+from ctm_rl.policy import CnnCTMPolicy, CTMPolicy, MultiInputCTMPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ContinuousThoughtMachine",
+    "CTMState",
+    "CTMRecording",
+    "CTMPolicy",
+    "CnnCTMPolicy",
+    "MultiInputCTMPolicy",
+]

@@ -1,0 +1,320 @@
+"""The Continuous Thought Machine core, in the form the paper's RL agent computes it.
+
+Notation (Darlow et al., 2025): ``D`` neurons (``d_model``), ``M`` history length (``memory_length``),
+``K`` internal ticks per environment step (``iterations``), ``B`` parallel environments.
+
+The recurrent state of one environment is two histories, each ``(D, M)``, oldest first:
+
+* ``pre``  -- the last M pre-activations ``a`` of every neuron,
+* ``post`` -- the last M post-activations ``z`` of every neuron.
+
+One environment step, given backbone features ``f`` of the observation:
+
+    for k in 1..K:                                   (internal ticks)
+        a    = synapses(concat(f, post[:, -1]))      (mixes information across neurons)
+        pre  = shift_left(pre, a)
+        z    = NLM(pre)                              (private neuron-level models)
+        post = shift_left(post, z)
+    sync_ij = sum_m w_ij,m post_i,m post_j,m / sqrt(sum_m w_ij,m),  w_ij,m = exp(-r_ij (M-1-m))
+
+The synchronisation vector ``sync`` is the representation the actor and critic read.  The histories are
+carried from one env step to the next and replaced by the learned start traces at episode starts.
+
+This module is plain PyTorch: it knows nothing of Stable-Baselines3.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+NEURON_SELECT_TYPES = ("first-last", "random", "random-pairing")
+
+
+class CTMState(NamedTuple):
+    """The recurrent state: pre- and post-activation histories, each ``(B, D, M)``, oldest first."""
+
+    pre: torch.Tensor
+    post: torch.Tensor
+
+
+class CTMRecording(NamedTuple):
+    """Per-tick activity of one env step, for visualisation: ``(B, K, D)``, ``(B, K, D)``, ``(B, K, S)``."""
+
+    pre: torch.Tensor
+    post: torch.Tensor
+    sync: torch.Tensor
+
+
+def glu_block(in_dim: int, out_dim: int) -> list[nn.Module]:
+    """``Linear(in, 2*out) -> GLU -> LayerNorm(out)``: the building block of the reference's MLPs."""
+    return [nn.Linear(in_dim, 2 * out_dim), nn.GLU(), nn.LayerNorm(out_dim)]
+
+
+class SynapseUNet(nn.Module):
+    """Deep synapse model (``synapse_depth > 1``): the reference's U-Net over neuron widths.
+
+    Widths fall linearly from ``d_model`` to ``min_width`` over ``depth`` levels; each level down and up
+    is ``Dropout -> Linear -> LayerNorm -> SiLU``, and skip connections are added and re-normalised on the
+    way up.  The structure (and so the parameter names) follows the authors' code so their checkpoints load.
+    """
+
+    def __init__(self, in_dim: int, d_model: int, depth: int, dropout: float = 0.0, min_width: int = 16):
+        super().__init__()
+        widths = [int(w) for w in np.linspace(d_model, min_width, depth)]
+        self.first_projection = nn.Sequential(nn.Linear(in_dim, widths[0]), nn.LayerNorm(widths[0]), nn.SiLU())
+
+        def level(w_in: int, w_out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Dropout(dropout), nn.Linear(w_in, w_out), nn.LayerNorm(w_out), nn.SiLU())
+
+        self.down_projections = nn.ModuleList(level(widths[i], widths[i + 1]) for i in range(depth - 1))
+        self.up_projections = nn.ModuleList(level(widths[i + 1], widths[i]) for i in range(depth - 1))
+        self.skip_lns = nn.ModuleList(nn.LayerNorm(widths[i]) for i in range(depth - 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        downs = [self.first_projection(x)]
+        for down in self.down_projections:
+            downs.append(down(downs[-1]))
+        out = downs[-1]
+        for level in reversed(range(len(self.up_projections))):
+            out = self.skip_lns[level](self.up_projections[level](out) + downs[level])
+        return out
+
+
+def build_synapses(in_dim: int, d_model: int, depth: int, dropout: float) -> nn.Module:
+    """Synapse model: depth 1 is the reference RL agent's two GLU blocks; deeper is a U-Net."""
+    if depth == 1:
+        return nn.Sequential(nn.Dropout(dropout), *glu_block(in_dim, d_model), *glu_block(d_model, d_model))
+    return SynapseUNet(in_dim, d_model, depth, dropout)
+
+
+class NeuronLinear(nn.Module):
+    """``D`` private linear maps, one per neuron, applied in a single batched contraction.
+
+    Input ``(B, D, in_dim)`` -> output ``(B, D, out_dim)``; neuron ``d`` uses only ``weight[d]`` and
+    ``bias[d]``.  The output is divided by a learnable scalar temperature, as in the paper.
+    """
+
+    def __init__(self, d_model: int, in_dim: int, out_dim: int, dropout: float = 0.0, layernorm: bool = False):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim + out_dim)
+        self.weight = nn.Parameter(torch.empty(d_model, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(d_model, out_dim))
+        self.temperature = nn.Parameter(torch.ones(1))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # The reference's optional per-neuron normalisation of the history (``do_normalisation``).
+        self.norm = nn.LayerNorm(in_dim) if layernorm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.dropout(x))
+        return (torch.einsum("bdi,dio->bdo", x, self.weight) + self.bias) / self.temperature
+
+
+class NeuronLevelModels(nn.Module):
+    """Private neuron-level models: each neuron maps its own pre-activation history (length M) to one value.
+
+    Deep: ``M -> 2H -> GLU -> H -> 2 -> GLU``; shallow: ``M -> 2 -> GLU`` (per neuron).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        memory_length: int,
+        memory_hidden_dims: int,
+        deep: bool = True,
+        dropout: float = 0.0,
+        layernorm: bool = False,
+    ):
+        super().__init__()
+        if deep:
+            layers = [
+                NeuronLinear(d_model, memory_length, 2 * memory_hidden_dims, dropout, layernorm),
+                nn.GLU(),
+                NeuronLinear(d_model, memory_hidden_dims, 2, dropout, layernorm),
+                nn.GLU(),
+            ]
+        else:
+            layers = [NeuronLinear(d_model, memory_length, 2, dropout, layernorm), nn.GLU()]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, pre_history: torch.Tensor) -> torch.Tensor:
+        """``(B, D, M)`` pre-activation histories -> ``(B, D)`` post-activations."""
+        return self.layers(pre_history).squeeze(-1)
+
+
+def select_neuron_pairs(
+    d_model: int, n_synch: int, select_type: str, generator: Optional[torch.Generator] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which neuron pairs ``(i, j)`` are synchronised, as two index vectors of equal length.
+
+    * ``first-last``: the reference RL agent's choice -- the *last* ``n_synch`` neurons, every pair
+      ``i <= j`` (upper triangle, row-major), ``n(n+1)/2`` pairs.
+    * ``random``: ``n_synch`` random "left" and ``n_synch`` random "right" neurons, upper triangle of their
+      cross product, ``n(n+1)/2`` pairs.
+    * ``random-pairing``: ``n_synch`` random (left, right) pairs, ``n`` pairs.
+    """
+    if select_type == "first-last":
+        left = right = torch.arange(d_model - n_synch, d_model)
+    elif select_type in ("random", "random-pairing"):
+        left = torch.randperm(d_model, generator=generator)[:n_synch]
+        right = torch.randperm(d_model, generator=generator)[:n_synch]
+    else:
+        raise ValueError(f"neuron_select_type must be one of {NEURON_SELECT_TYPES}, got {select_type!r}")
+    if select_type == "random-pairing":
+        return left, right
+    i, j = torch.triu_indices(n_synch, n_synch)
+    return left[i], right[j]
+
+
+class ContinuousThoughtMachine(nn.Module):
+    """The CTM recurrent core: synapses, neuron-level models, histories and output synchronisation.
+
+    :param feature_dim: size of the (flattened) backbone features ``f`` fed to the synapses every tick.
+    :param d_model: number of neurons ``D``.
+    :param iterations: internal ticks ``K`` per environment step.
+    :param memory_length: history length ``M`` of every neuron.
+    :param memory_hidden_dims: hidden width ``H`` of the deep neuron-level models.
+    :param deep_nlms: deep (two-layer) or shallow (one-layer) neuron-level models.
+    :param synapse_depth: 1 for the reference's two GLU blocks, > 1 for a U-Net.
+    :param n_synch_out: number of neurons whose pairwise synchronisation forms the output.
+    :param neuron_select_type: ``first-last``, ``random`` or ``random-pairing``.
+    :param dropout: dropout in the synapses and neuron-level models.
+    :param continuous_state_trace: carry histories across env steps (True) or restart them every step.
+    :param do_layernorm_nlm: the reference's ``do_normalisation`` (LayerNorm of each history), off by default.
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        d_model: int = 128,
+        iterations: int = 1,
+        memory_length: int = 5,
+        memory_hidden_dims: int = 2,
+        deep_nlms: bool = True,
+        synapse_depth: int = 1,
+        n_synch_out: int = 16,
+        neuron_select_type: str = "first-last",
+        dropout: float = 0.0,
+        continuous_state_trace: bool = True,
+        do_layernorm_nlm: bool = False,
+    ):
+        super().__init__()
+        _check_config(d_model, iterations, memory_length, memory_hidden_dims, synapse_depth, n_synch_out,
+                      neuron_select_type, dropout)
+        self.d_model = d_model
+        self.iterations = iterations
+        self.memory_length = memory_length
+        self.n_synch_out = n_synch_out
+        self.neuron_select_type = neuron_select_type
+        self.continuous_state_trace = continuous_state_trace
+
+        self.synapses = build_synapses(feature_dim + d_model, d_model, synapse_depth, dropout)
+        self.nlm = NeuronLevelModels(d_model, memory_length, memory_hidden_dims, deep_nlms, dropout,
+                                     do_layernorm_nlm)
+
+        bound = math.sqrt(1.0 / (d_model + memory_length))
+        self.start_trace = nn.Parameter(torch.empty(d_model, memory_length).uniform_(-bound, bound))
+        self.start_activated_trace = nn.Parameter(torch.empty(d_model, memory_length).uniform_(-bound, bound))
+
+        left, right = select_neuron_pairs(d_model, n_synch_out, neuron_select_type)
+        self.register_buffer("synch_left", left)
+        self.register_buffer("synch_right", right)
+        self.decay_params_out = nn.Parameter(torch.zeros(len(left)))
+        # Age of each history slot, newest (index M-1) has age 0.
+        self.register_buffer("ages", torch.arange(memory_length - 1, -1, -1, dtype=torch.float32),
+                             persistent=False)
+
+    @property
+    def synch_size(self) -> int:
+        """Length ``S`` of the synchronisation vector."""
+        return self.decay_params_out.numel()
+
+    # --- state -------------------------------------------------------------------------------------------
+
+    def initial_state(self, batch_size: int) -> CTMState:
+        """The learned start traces, repeated for ``batch_size`` environments."""
+        return CTMState(
+            self.start_trace.unsqueeze(0).expand(batch_size, -1, -1),
+            self.start_activated_trace.unsqueeze(0).expand(batch_size, -1, -1),
+        )
+
+    def reset_state(self, state: CTMState, episode_starts: torch.Tensor) -> CTMState:
+        """Replace the histories of envs whose episode starts (``episode_starts`` is ``(B,)``, 0/1)."""
+        start = self.initial_state(state.pre.shape[0])
+        mask = episode_starts.to(torch.bool).view(-1, 1, 1)
+        return CTMState(torch.where(mask, start.pre, state.pre), torch.where(mask, start.post, state.post))
+
+    # --- the computation ---------------------------------------------------------------------------------
+
+    def synchronisation(self, post: torch.Tensor) -> torch.Tensor:
+        """Output synchronisation ``(B, S)`` over the post-activation window ``post`` ``(B, D, M)``."""
+        decay = torch.exp(-self.decay_params_out.clamp(0.0, 4.0).unsqueeze(-1) * self.ages)  # (S, M)
+        products = post[:, self.synch_left] * post[:, self.synch_right]  # (B, S, M)
+        return (products * decay).sum(-1) / decay.sum(-1).sqrt()
+
+    def tick(self, features: torch.Tensor, state: CTMState) -> CTMState:
+        """One internal tick: synapses, pre-activation history, neuron-level models, post-activation history."""
+        pre_activation = self.synapses(torch.cat((features, state.post[..., -1]), dim=-1))
+        pre = torch.cat((state.pre[..., 1:], pre_activation.unsqueeze(-1)), dim=-1)
+        post = torch.cat((state.post[..., 1:], self.nlm(pre).unsqueeze(-1)), dim=-1)
+        return CTMState(pre, post)
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        state: CTMState,
+        episode_starts: Optional[torch.Tensor] = None,
+        record: bool = False,
+    ) -> tuple[torch.Tensor, CTMState] | tuple[torch.Tensor, CTMState, CTMRecording]:
+        """One environment step for a batch of envs.
+
+        :param features: backbone features ``(B, feature_dim)``.
+        :param state: histories carried from the previous env step.
+        :param episode_starts: ``(B,)``, 1 where the observation is the first of an episode.
+        :param record: also return per-tick pre/post-activations and synchronisation.
+        :return: synchronisation ``(B, S)``, the new state (and a :class:`CTMRecording` when ``record``).
+        """
+        if not self.continuous_state_trace:  # the ablation: every env step thinks from the start traces
+            state = self.initial_state(features.shape[0])
+        elif episode_starts is not None:
+            state = self.reset_state(state, episode_starts)
+        ticks = []
+        for _ in range(self.iterations):
+            state = self.tick(features, state)
+            if record:
+                ticks.append((state.pre[..., -1], state.post[..., -1], self.synchronisation(state.post)))
+        sync = self.synchronisation(state.post)
+        if not record:
+            return sync, state
+        pre, post, synch = (torch.stack(x, dim=1) for x in zip(*ticks))
+        return sync, state, CTMRecording(pre, post, synch)
+
+    def forward_sequence(
+        self, features: torch.Tensor, state: CTMState, episode_starts: torch.Tensor
+    ) -> tuple[torch.Tensor, CTMState]:
+        """Run ``T`` env steps: features ``(T, B, F)``, episode starts ``(T, B)`` -> sync ``(T, B, S)``."""
+        syncs = []
+        for features_t, starts_t in zip(features, episode_starts):
+            sync, state = self(features_t, state, starts_t)
+            syncs.append(sync)
+        return torch.stack(syncs), state
+
+
+def _check_config(d_model, iterations, memory_length, memory_hidden_dims, synapse_depth, n_synch_out,
+                  neuron_select_type, dropout) -> None:
+    """Reject configurations the model cannot build, with one clear message each."""
+    for name, value in (("d_model", d_model), ("iterations", iterations), ("memory_length", memory_length),
+                        ("memory_hidden_dims", memory_hidden_dims), ("synapse_depth", synapse_depth),
+                        ("n_synch_out", n_synch_out)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if neuron_select_type not in NEURON_SELECT_TYPES:
+        raise ValueError(f"neuron_select_type must be one of {NEURON_SELECT_TYPES}, got {neuron_select_type!r}")
+    if n_synch_out > d_model:
+        raise ValueError(f"n_synch_out ({n_synch_out}) cannot exceed d_model ({d_model})")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
