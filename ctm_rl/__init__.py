@@ -2,10 +2,12 @@
 
 from ctm_rl.ctm import ContinuousThoughtMachine, CTMRecording, CTMState
 from ctm_rl.policy import CnnCTMPolicy, CTMPolicy, MultiInputCTMPolicy
+from ctm_rl.ppo import CTMPPO
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CTMPPO",
     "ContinuousThoughtMachine",
     "CTMState",
     "CTMRecording",

@@ -171,9 +171,8 @@ class CTMPolicy(ActorCriticPolicy):
 
     def initial_state(self, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """The learned start traces for ``n_envs`` envs, as ``predict`` takes and returns them."""
-        with torch.no_grad():
-            state = self.ctm.initial_state(n_envs)
-        return state.pre.cpu().numpy().copy(), state.post.cpu().numpy().copy()
+        state = self.ctm.initial_state(n_envs)
+        return state.pre.detach().cpu().numpy().copy(), state.post.detach().cpu().numpy().copy()
 
     # --- the recurrent API -------------------------------------------------------------------------------
 
