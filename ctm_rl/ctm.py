@@ -36,7 +36,12 @@ NEURON_SELECT_TYPES = ("first-last", "random", "random-pairing")
 
 
 class CTMState(NamedTuple):
-    """The recurrent state: pre- and post-activation histories, each ``(B, D, M)``, oldest first."""
+    """The recurrent state: pre- and post-activation histories, each ``(B, D, M)``, oldest first.
+
+    The model computes with neuron-major histories ``(D, B, M)``, so that the neuron-level models are one
+    batched matmul over neurons without copies; the ``(B, D, M)`` tensors here are transposed views of
+    those, so handing the state from one env step to the next costs nothing.
+    """
 
     pre: torch.Tensor
     post: torch.Tensor
@@ -95,8 +100,8 @@ def build_synapses(in_dim: int, d_model: int, depth: int, dropout: float) -> nn.
 class NeuronLinear(nn.Module):
     """``D`` private linear maps, one per neuron, applied in a single batched contraction.
 
-    Input ``(B, D, in_dim)`` -> output ``(B, D, out_dim)``; neuron ``d`` uses only ``weight[d]`` and
-    ``bias[d]``.  The output is divided by a learnable scalar temperature, as in the paper.
+    Input ``(D, B, in_dim)`` (neuron-major) -> output ``(D, B, out_dim)``; neuron ``d`` uses only
+    ``weight[d]`` and ``bias[d]``.  The output is divided by a learnable scalar temperature, as in the paper.
     """
 
     def __init__(self, d_model: int, in_dim: int, out_dim: int, dropout: float = 0.0, layernorm: bool = False):
@@ -111,7 +116,7 @@ class NeuronLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(self.dropout(x))
-        return (torch.einsum("bdi,dio->bdo", x, self.weight) + self.bias) / self.temperature
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight) / self.temperature
 
 
 class NeuronLevelModels(nn.Module):
@@ -142,7 +147,7 @@ class NeuronLevelModels(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, pre_history: torch.Tensor) -> torch.Tensor:
-        """``(B, D, M)`` pre-activation histories -> ``(B, D)`` post-activations."""
+        """``(D, B, M)`` pre-activation histories -> ``(D, B)`` post-activations."""
         return self.layers(pre_history).squeeze(-1)
 
 
@@ -244,24 +249,49 @@ class ContinuousThoughtMachine(nn.Module):
 
     def reset_state(self, state: CTMState, episode_starts: torch.Tensor) -> CTMState:
         """Replace the histories of envs whose episode starts (``episode_starts`` is ``(B,)``, 0/1)."""
-        start = self.initial_state(state.pre.shape[0])
-        mask = episode_starts.to(torch.bool).view(-1, 1, 1)
-        return CTMState(torch.where(mask, start.pre, state.pre), torch.where(mask, start.post, state.post))
+        pre, post = self._reset(state.pre.transpose(0, 1), state.post.transpose(0, 1), episode_starts)
+        return CTMState(pre.transpose(0, 1), post.transpose(0, 1))
 
-    # --- the computation ---------------------------------------------------------------------------------
+    def _reset(self, pre: torch.Tensor, post: torch.Tensor, episode_starts: torch.Tensor):
+        """Neuron-major reset: start traces where ``episode_starts`` is set."""
+        mask = episode_starts.to(torch.bool).view(1, -1, 1)
+        return (torch.where(mask, self.start_trace.unsqueeze(1), pre),
+                torch.where(mask, self.start_activated_trace.unsqueeze(1), post))
+
+    # --- the computation (neuron-major histories: (D, B, M)) --------------------------------------------
+
+    def _synchronisation(self, post: torch.Tensor) -> torch.Tensor:
+        """Output synchronisation ``(B, S)`` over the post-activation window ``post`` ``(D, B, M)``."""
+        decay = torch.exp(-self.decay_params_out.clamp(0.0, 4.0).unsqueeze(-1) * self.ages)  # (S, M)
+        products = post[self.synch_left] * post[self.synch_right]  # (S, B, M)
+        weighted = torch.bmm(products, decay.unsqueeze(-1)).squeeze(-1)  # sum over M: (S, B)
+        return (weighted / decay.sum(-1, keepdim=True).sqrt()).t()
 
     def synchronisation(self, post: torch.Tensor) -> torch.Tensor:
-        """Output synchronisation ``(B, S)`` over the post-activation window ``post`` ``(B, D, M)``."""
-        decay = torch.exp(-self.decay_params_out.clamp(0.0, 4.0).unsqueeze(-1) * self.ages)  # (S, M)
-        products = post[:, self.synch_left] * post[:, self.synch_right]  # (B, S, M)
-        return (products * decay).sum(-1) / decay.sum(-1).sqrt()
+        """Output synchronisation ``(B, S)`` over a ``(B, D, M)`` post-activation window."""
+        return self._synchronisation(post.transpose(0, 1))
 
-    def tick(self, features: torch.Tensor, state: CTMState) -> CTMState:
+    def _tick(self, features: torch.Tensor, pre: torch.Tensor, post: torch.Tensor):
         """One internal tick: synapses, pre-activation history, neuron-level models, post-activation history."""
-        pre_activation = self.synapses(torch.cat((features, state.post[..., -1]), dim=-1))
-        pre = torch.cat((state.pre[..., 1:], pre_activation.unsqueeze(-1)), dim=-1)
-        post = torch.cat((state.post[..., 1:], self.nlm(pre).unsqueeze(-1)), dim=-1)
-        return CTMState(pre, post)
+        pre_activation = self.synapses(torch.cat((features, post[..., -1].t()), dim=-1))  # (B, D)
+        pre = torch.cat((pre[..., 1:], pre_activation.t().unsqueeze(-1)), dim=-1)
+        post = torch.cat((post[..., 1:], self.nlm(pre).unsqueeze(-1)), dim=-1)
+        return pre, post
+
+    def _step(self, features, pre, post, starts: Optional[torch.Tensor], record: bool):
+        """One env step on neuron-major histories; ``starts`` is None when no env starts an episode."""
+        if not self.continuous_state_trace:  # the ablation: every env step thinks from the start traces
+            batch = features.shape[0]
+            pre = self.start_trace.unsqueeze(1).expand(-1, batch, -1)
+            post = self.start_activated_trace.unsqueeze(1).expand(-1, batch, -1)
+        elif starts is not None:
+            pre, post = self._reset(pre, post, starts)
+        ticks = []
+        for _ in range(self.iterations):
+            pre, post = self._tick(features, pre, post)
+            if record:
+                ticks.append((pre[..., -1].t(), post[..., -1].t(), self._synchronisation(post)))
+        return self._synchronisation(post), pre, post, ticks
 
     def forward(
         self,
@@ -278,30 +308,28 @@ class ContinuousThoughtMachine(nn.Module):
         :param record: also return per-tick pre/post-activations and synchronisation.
         :return: synchronisation ``(B, S)``, the new state (and a :class:`CTMRecording` when ``record``).
         """
-        if not self.continuous_state_trace:  # the ablation: every env step thinks from the start traces
-            state = self.initial_state(features.shape[0])
-        elif episode_starts is not None:
-            state = self.reset_state(state, episode_starts)
-        ticks = []
-        for _ in range(self.iterations):
-            state = self.tick(features, state)
-            if record:
-                ticks.append((state.pre[..., -1], state.post[..., -1], self.synchronisation(state.post)))
-        sync = self.synchronisation(state.post)
+        starts = episode_starts if episode_starts is not None and bool(episode_starts.any()) else None
+        sync, pre, post, ticks = self._step(
+            features, state.pre.transpose(0, 1), state.post.transpose(0, 1), starts, record
+        )
+        state = CTMState(pre.transpose(0, 1), post.transpose(0, 1))
         if not record:
             return sync, state
-        pre, post, synch = (torch.stack(x, dim=1) for x in zip(*ticks))
-        return sync, state, CTMRecording(pre, post, synch)
+        pre_ticks, post_ticks, sync_ticks = (torch.stack(x, dim=1) for x in zip(*ticks))
+        return sync, state, CTMRecording(pre_ticks, post_ticks, sync_ticks)
 
     def forward_sequence(
         self, features: torch.Tensor, state: CTMState, episode_starts: torch.Tensor
     ) -> tuple[torch.Tensor, CTMState]:
         """Run ``T`` env steps: features ``(T, B, F)``, episode starts ``(T, B)`` -> sync ``(T, B, S)``."""
+        pre, post = state.pre.transpose(0, 1), state.post.transpose(0, 1)
+        # One host sync for the whole sequence instead of one per step: which steps need a reset?
+        any_start = episode_starts.any(dim=1).tolist()
         syncs = []
-        for features_t, starts_t in zip(features, episode_starts):
-            sync, state = self(features_t, state, starts_t)
+        for features_t, starts_t, reset in zip(features, episode_starts, any_start):
+            sync, pre, post, _ = self._step(features_t, pre, post, starts_t if reset else None, record=False)
             syncs.append(sync)
-        return torch.stack(syncs), state
+        return torch.stack(syncs), CTMState(pre.transpose(0, 1), post.transpose(0, 1))
 
 
 def _check_config(d_model, iterations, memory_length, memory_hidden_dims, synapse_depth, n_synch_out,

@@ -108,7 +108,15 @@ def checkpoint_args(checkpoint: dict[str, Any]) -> dict[str, Any]:
     args = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     if args.get("model_type", "ctm") != "ctm":
         raise CheckpointError(f"checkpoint is of model_type {args['model_type']!r}; only 'ctm' is supported")
-    return {**REFERENCE_DEFAULTS, **args}
+    args = {**REFERENCE_DEFAULTS, **args}
+    if args["neuron_select_type"] != "first-last":
+        # The reference RL agent computes synchronisation only for 'first-last'; other selections would
+        # need its random neuron indices, which are not part of a reproducible configuration.
+        raise CheckpointError(
+            f"checkpoint uses neuron_select_type {args['neuron_select_type']!r}; the authors' RL agent "
+            "supports only 'first-last'"
+        )
+    return args
 
 
 def policy_kwargs_from_args(args: dict[str, Any]) -> dict[str, Any]:
