@@ -48,8 +48,8 @@ _KEY_RULES: list[tuple[str, str | None]] = [
     (r"recurrent_model\.trace_processor\.0\.(\d+)\.b1$", r"ctm.nlm.layers.\1.bias"),
     (r"recurrent_model\.trace_processor\.0\.(\d+)\.T$", r"ctm.nlm.layers.\1.temperature"),
     (r"recurrent_model\.trace_processor\.0\.(\d+)\.layernorm\.(weight|bias)$", r"ctm.nlm.layers.\1.norm.\2"),
-    (r"actor\.([02])\.(weight|bias)$", r"mlp_extractor.policy_net.\1.\2"),
-    (r"critic\.([02])\.(weight|bias)$", r"mlp_extractor.value_net.\1.\2"),
+    (r"actor\.([02])\.(weight|bias)$", r"mlp_extractor.mlp.policy_net.\1.\2"),
+    (r"critic\.([02])\.(weight|bias)$", r"mlp_extractor.mlp.value_net.\1.\2"),
     (r"actor\.4\.(weight|bias)$", r"action_net.\1"),
     (r"critic\.4\.(weight|bias)$", r"value_net.\1"),
 ]
@@ -123,6 +123,7 @@ def policy_kwargs_from_args(args: dict[str, Any]) -> dict[str, Any]:
     """``CTMPolicy`` keyword arguments reproducing the reference agent described by ``args``."""
     kwargs = {_ARG_TO_KWARG.get(name, name): args[name] for name in REFERENCE_DEFAULTS}
     kwargs["backbone"] = "minigrid" if "MiniGrid" in str(args.get("env_id", "")) else "classic"
+    kwargs["sync_norm"] = False  # the reference's heads read the synchronisation directly
     return kwargs
 
 

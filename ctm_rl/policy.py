@@ -40,6 +40,32 @@ CTM_KWARGS = (
 )
 
 
+class SyncExtractor(nn.Module):
+    """The heads' shared input: the synchronisation vector, optionally layer-normalised, then SB3's
+    ``MlpExtractor`` (separate actor and critic MLPs).
+
+    Why normalise: at initialisation post-activations are ~0.01-0.1, so their pairwise products vary across
+    observations by ~1e-3 and the heads start out blind to the input; the reference compensates with
+    millions of steps.  A LayerNorm restores unit scale (``sync_norm=False`` reproduces the reference).
+    """
+
+    def __init__(self, synch_size: int, net_arch, activation_fn: type[nn.Module], sync_norm: bool, device):
+        super().__init__()
+        self.norm = nn.LayerNorm(synch_size) if sync_norm else nn.Identity()
+        self.mlp = MlpExtractor(synch_size, net_arch=net_arch, activation_fn=activation_fn, device=device)
+        self.latent_dim_pi = self.mlp.latent_dim_pi
+        self.latent_dim_vf = self.mlp.latent_dim_vf
+
+    def forward(self, sync: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mlp(self.norm(sync))
+
+    def forward_actor(self, sync: torch.Tensor) -> torch.Tensor:
+        return self.mlp.forward_actor(self.norm(sync))
+
+    def forward_critic(self, sync: torch.Tensor) -> torch.Tensor:
+        return self.mlp.forward_critic(self.norm(sync))
+
+
 def _has_symbolic_grid(space: spaces.Space) -> bool:
     if isinstance(space, spaces.Dict):
         return any(is_symbolic_grid(s) for s in space.spaces.values())
@@ -67,6 +93,8 @@ class CTMPolicy(ActorCriticPolicy):
     :param dropout: dropout in synapses and neuron-level models.
     :param backbone: ``classic``, ``minigrid``, ``cnn`` or ``dict``; ``None`` picks one from the space.
     :param do_layernorm_nlm: the reference's ``do_normalisation`` option (off by default).
+    :param sync_norm: layer-normalise the synchronisation vector before the heads (learns much faster
+        from scratch; ``False`` is the reference's architecture, used for the authors' checkpoints).
     :param ortho_init: orthogonal initialisation of the heads with gain 1 (the reference's).
     """
 
@@ -92,6 +120,7 @@ class CTMPolicy(ActorCriticPolicy):
         dropout: float = 0.0,
         backbone: Optional[str] = None,
         do_layernorm_nlm: bool = False,
+        sync_norm: bool = True,
         ortho_init: bool = True,
         use_sde: bool = False,
         log_std_init: float = 0.0,
@@ -117,6 +146,7 @@ class CTMPolicy(ActorCriticPolicy):
         )
         self.d_input = d_input
         self.backbone = backbone or self.default_backbone
+        self.sync_norm = sync_norm
         self.ortho_init_heads = ortho_init
         super().__init__(
             observation_space,
@@ -143,8 +173,8 @@ class CTMPolicy(ActorCriticPolicy):
 
     def _build_mlp_extractor(self) -> None:
         self.ctm = ContinuousThoughtMachine(self.features_dim, **self.ctm_kwargs)
-        self.mlp_extractor = MlpExtractor(
-            self.ctm.synch_size, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device
+        self.mlp_extractor = SyncExtractor(
+            self.ctm.synch_size, self.net_arch, self.activation_fn, self.sync_norm, self.device
         )
 
     def _build(self, lr_schedule: Schedule) -> None:
@@ -159,7 +189,8 @@ class CTMPolicy(ActorCriticPolicy):
         for name in ("features_extractor_class", "features_extractor_kwargs", "share_features_extractor",
                      "normalize_images"):
             data.pop(name, None)
-        data.update(self.ctm_kwargs, d_input=self.d_input, backbone=self.backbone, ortho_init=self.ortho_init_heads)
+        data.update(self.ctm_kwargs, d_input=self.d_input, backbone=self.backbone, sync_norm=self.sync_norm,
+                    ortho_init=self.ortho_init_heads)
         return data
 
     # --- recurrent state ---------------------------------------------------------------------------------
