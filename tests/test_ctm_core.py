@@ -267,6 +267,15 @@ def test_lstm_checkpoint_is_refused(small_checkpoint, tmp_path):
         checkpoint_args(read_checkpoint(path))
 
 
+def test_non_first_last_selection_is_refused(small_checkpoint, tmp_path):
+    # The authors' RL agent only synchronises 'first-last' neurons; random pairs could not be reproduced.
+    _, sd, args = small_checkpoint
+    path = tmp_path / "random.pt"
+    ref.write_checkpoint(path, sd, dict(args, neuron_select_type="random"))
+    with pytest.raises(CheckpointError, match="supports only 'first-last'"):
+        checkpoint_args(read_checkpoint(path))
+
+
 def test_wrong_shapes_missing_and_unknown_tensors_are_refused(small_checkpoint):
     _, sd, args = small_checkpoint
     _, obs_shape, n_actions = CONFIGS["classic-obs6-k1"]
