@@ -8,10 +8,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CTMPPO",
-    "ContinuousThoughtMachine",
-    "CTMState",
-    "CTMRecording",
     "CTMPolicy",
+    "CTMRecording",
+    "CTMState",
     "CnnCTMPolicy",
+    "ContinuousThoughtMachine",
     "MultiInputCTMPolicy",
 ]

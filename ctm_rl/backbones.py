@@ -30,7 +30,7 @@ def is_symbolic_grid(space: gym.Space) -> bool:
         and len(space.shape) == 3
         and space.shape[-1] == 3
         and max(space.shape[:2]) <= _MAX_SYMBOLIC_GRID
-        and not space.dtype.kind == "f"
+        and space.dtype.kind != "f"
     )
 
 

@@ -10,7 +10,7 @@ never shuffled single steps.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 
 from ctm_rl.ctm import CTMState
 
-TensorObs = Union[torch.Tensor, dict[str, torch.Tensor]]
+TensorObs = torch.Tensor | dict[str, torch.Tensor]
 
 
 class CTMRolloutBufferSamples(NamedTuple):
@@ -44,11 +44,11 @@ class _SequenceMixin:
         observation_space: spaces.Space,
         action_space: spaces.Space,
         state_shape: tuple[int, int],
-        device: Union[torch.device, str] = "auto",
+        device: torch.device | str = "auto",
         gae_lambda: float = 1.0,
         gamma: float = 0.99,
         n_envs: int = 1,
-        chunk_length: Optional[int] = None,
+        chunk_length: int | None = None,
     ):
         """
         :param state_shape: ``(d_model, memory_length)``, the shape of each history of one env.
@@ -83,7 +83,7 @@ class _SequenceMixin:
         chunked = array.reshape(self.n_chunks, self.chunk_length, self.n_envs, *shape)
         return chunked.swapaxes(0, 1).reshape(self.chunk_length, self.n_sequences, *shape)
 
-    def get(self, batch_size: Optional[int] = None) -> Generator[CTMRolloutBufferSamples, None, None]:
+    def get(self, batch_size: int | None = None) -> Generator[CTMRolloutBufferSamples, None, None]:
         """Yield minibatches of whole sequences in random order.
 
         :param batch_size: env steps per minibatch, rounded to whole sequences (at least one);

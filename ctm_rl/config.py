@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -33,7 +34,7 @@ _Loader.add_implicit_resolver(
         |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
-        re.X,
+        re.VERBOSE,
     ),
     list("-+0123456789."),
 )
@@ -42,7 +43,7 @@ _Loader.add_implicit_resolver(
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML text; ``source`` names it in the error message."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
@@ -62,13 +63,18 @@ class EnvConfig:
     n_envs: int = field(default=8, metadata=_minimum(1))
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     # Replaces the id's registered time limit; None keeps it.
-    max_episode_steps: Optional[int] = field(default=None, metadata=_minimum(1))
+    max_episode_steps: int | None = field(default=None, metadata=_minimum(1))
     # Gymnasium wrappers applied in order, RL-Zoo style: "module.Class" or {"module.Class": {kwargs}}.
     wrappers: list[Any] = field(default_factory=list)
     normalize_obs: bool = False
     # Returns-based reward scaling (SB3 VecNormalize), the counterpart of gymnasium's NormalizeReward.
     normalize_reward: bool = False
     vec_env: str = field(default="dummy", metadata={"choices": ("dummy", "subproc")})
+
+    @property
+    def normalized(self) -> bool:
+        """Whether the env is wrapped in VecNormalize, whose statistics are saved beside every model."""
+        return self.normalize_obs or self.normalize_reward
 
 
 @dataclass
@@ -92,7 +98,7 @@ class ExperimentConfig:
     total_timesteps: int = field(default=100_000, metadata=_minimum(1))
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint_freq: int = field(default=50_000, metadata=_minimum(0))  # env steps; 0: only at the end
-    seed: Optional[int] = 0
+    seed: int | None = 0
     device: str = "auto"
 
 
@@ -110,7 +116,7 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     """``value`` checked against the type ``hint`` of config ``key`` (ints are accepted as floats)."""
     if dataclasses.is_dataclass(hint):
         return build_dataclass(hint, value, key)
-    if get_origin(hint) is Union:  # Optional[X]
+    if get_origin(hint) in (Union, types.UnionType):  # X | None
         if value is None:
             return None
         (hint,) = [arg for arg in get_args(hint) if arg is not type(None)]
@@ -131,7 +137,8 @@ def _check_constraints(value: Any, metadata: Mapping[str, Any], key: str) -> Non
         raise ConfigError(f"config key {key!r} must be at least {metadata['min']}, got {value!r}")
     if "choices" in metadata and value not in metadata["choices"]:
         choices = ", ".join(map(repr, metadata["choices"]))
-        raise ConfigError(f"config key {key!r} must be one of {choices}, got {value!r}{did_you_mean(value, metadata['choices'])}")
+        suggestion = did_you_mean(value, metadata["choices"])
+        raise ConfigError(f"config key {key!r} must be one of {choices}, got {value!r}{suggestion}")
 
 
 def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
@@ -141,13 +148,14 @@ def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
         raise ConfigError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = get_type_hints(cls)
+    section = f"{prefix}." if prefix else ""
     for key in data:
         if key not in fields:
-            full = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(f"unknown config key {full!r}{did_you_mean(str(key), fields)}")
+            suggestion = did_you_mean(str(key), fields, section)
+            raise ConfigError(f"unknown config key {section + str(key)!r}{suggestion}")
     values = {}
     for name, spec in fields.items():
-        key = f"{prefix}.{name}" if prefix else name
+        key = section + name
         if name not in data:
             if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"the config has no {key!r}: it is required")
@@ -167,7 +175,8 @@ def import_object(path: str, key: str) -> Any:
     except ImportError as error:
         raise ConfigError(f"config key {key!r}: cannot import {module_name!r} ({error})") from None
     if not hasattr(module, name):
-        raise ConfigError(f"config key {key!r}: {module_name!r} has no {name!r}{did_you_mean(name, dir(module))}")
+        suggestion = did_you_mean(name, dir(module))
+        raise ConfigError(f"config key {key!r}: {module_name!r} has no {name!r}{suggestion}")
     return getattr(module, name)
 
 

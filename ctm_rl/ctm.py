@@ -26,7 +26,7 @@ This module is plain PyTorch: it knows nothing of Stable-Baselines3.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -152,7 +152,7 @@ class NeuronLevelModels(nn.Module):
 
 
 def select_neuron_pairs(
-    d_model: int, n_synch: int, select_type: str, generator: Optional[torch.Generator] = None
+    d_model: int, n_synch: int, select_type: str, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Which neuron pairs ``(i, j)`` are synchronised, as two index vectors of equal length.
 
@@ -278,7 +278,7 @@ class ContinuousThoughtMachine(nn.Module):
         post = torch.cat((post[..., 1:], self.nlm(pre).unsqueeze(-1)), dim=-1)
         return pre, post
 
-    def _step(self, features, pre, post, starts: Optional[torch.Tensor], record: bool):
+    def _step(self, features, pre, post, starts: torch.Tensor | None, record: bool):
         """One env step on neuron-major histories; ``starts`` is None when no env starts an episode."""
         if not self.continuous_state_trace:  # the ablation: every env step thinks from the start traces
             batch = features.shape[0]
@@ -297,7 +297,7 @@ class ContinuousThoughtMachine(nn.Module):
         self,
         features: torch.Tensor,
         state: CTMState,
-        episode_starts: Optional[torch.Tensor] = None,
+        episode_starts: torch.Tensor | None = None,
         record: bool = False,
     ) -> tuple[torch.Tensor, CTMState] | tuple[torch.Tensor, CTMState, CTMRecording]:
         """One environment step for a batch of envs.

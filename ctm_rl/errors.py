@@ -26,7 +26,10 @@ class ModelFileError(UserError):
     """A file is not a model this package can load."""
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``word``, or ``''`` if none is close."""
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``word``, or ``''`` if none is close.
+
+    ``prefix`` is put before the suggestion (e.g. ``env.`` for a key inside the ``env`` section).
+    """
     matches = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
+    return f" (did you mean {prefix + matches[0]!r}?)" if matches else ""

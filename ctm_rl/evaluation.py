@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -38,7 +39,7 @@ class EvalResult:
         return float(np.mean(self.lengths))
 
     @property
-    def success_rate(self) -> Optional[float]:
+    def success_rate(self) -> float | None:
         """Fraction of successful episodes; ``None`` if the env never says."""
         return float(np.mean(self.successes)) if self.successes else None
 
@@ -49,16 +50,24 @@ class EvalResult:
                 f"success {success} | {len(self.returns)} episodes")
 
 
+class EvaluationStopped(Exception):
+    """``evaluate`` gave up because ``should_stop`` said so."""
+
+
 def evaluate(model: BaseAlgorithm, env: VecEnv, n_episodes: int, deterministic: bool = True,
-             seed: Optional[int] = None) -> EvalResult:
+             seed: int | None = None, should_stop: Callable[[], bool] | None = None) -> EvalResult:
     """Run ``n_episodes`` whole episodes of ``model`` on ``env`` (a Monitor-wrapped VecEnv).
 
     Recurrent agents get their state carried and reset exactly as in training (SB3's ``evaluate_policy``
     passes ``state`` and ``episode_start`` to ``predict``).  ``seed`` seeds the env's next reset.
+    ``should_stop`` is asked after every step; when it answers True, :class:`EvaluationStopped` is raised
+    (a training run told to stop must not first finish a long evaluation).
     """
     successes: list[bool] = []
 
     def record_success(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
+        if should_stop is not None and should_stop():
+            raise EvaluationStopped
         if local_vars["done"] and "is_success" in local_vars["info"]:
             successes.append(bool(local_vars["info"]["is_success"]))
 
@@ -122,5 +131,6 @@ def write_video(frames: list[np.ndarray], path: Path) -> Path:
         raise UserError("the env rendered no frames: it may not support render_mode='rgb_array'")
     path.parent.mkdir(parents=True, exist_ok=True)
     if check_video_path(path) == "gif":
-        return write_gif(frames, path, VIDEO_FPS, palette_samples=[frames[0], frames[len(frames) // 2], frames[-1]])
+        samples = [frames[0], frames[len(frames) // 2], frames[-1]]
+        return write_gif(frames, path, VIDEO_FPS, palette_samples=samples)
     return write_mp4(frames, path, VIDEO_FPS)

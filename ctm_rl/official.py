@@ -94,7 +94,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for foreign or corrupt files
+    except Exception as error:  # noqa: BLE001  (torch raises many types for foreign or corrupt files)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"cannot read {path} as an authors' checkpoint: {first_line}") from None
     if not isinstance(checkpoint, dict) or "model_state_dict" not in checkpoint:

@@ -10,7 +10,7 @@ The API mirrors sb3-contrib's ``RecurrentActorCriticPolicy`` (``forward``, ``get
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,14 +98,14 @@ class CTMPolicy(ActorCriticPolicy):
     :param ortho_init: orthogonal initialisation of the heads with gain 1 (the reference's).
     """
 
-    default_backbone: Optional[str] = None
+    default_backbone: str | None = None
 
     def __init__(
         self,
         observation_space: spaces.Space,
         action_space: spaces.Space,
         lr_schedule: Schedule,
-        net_arch: Optional[Union[list[int], dict[str, list[int]]]] = None,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         d_model: int = 128,
         d_input: int = 64,
@@ -118,7 +118,7 @@ class CTMPolicy(ActorCriticPolicy):
         neuron_select_type: str = "first-last",
         continuous_state_trace: bool = True,
         dropout: float = 0.0,
-        backbone: Optional[str] = None,
+        backbone: str | None = None,
         do_layernorm_nlm: bool = False,
         sync_norm: bool = True,
         ortho_init: bool = True,
@@ -128,7 +128,7 @@ class CTMPolicy(ActorCriticPolicy):
         use_expln: bool = False,
         squash_output: bool = False,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
-        optimizer_kwargs: Optional[dict[str, Any]] = None,
+        optimizer_kwargs: dict[str, Any] | None = None,
     ):
         # Set before the parent constructor: it calls ``_build_mlp_extractor``, which builds the CTM.
         self.ctm_kwargs = dict(
@@ -254,11 +254,11 @@ class CTMPolicy(ActorCriticPolicy):
 
     def evaluate_actions(
         self,
-        obs: Union[torch.Tensor, dict[str, torch.Tensor]],
+        obs: torch.Tensor | dict[str, torch.Tensor],
         actions: torch.Tensor,
         state: CTMState,
         episode_starts: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Re-run the policy over sequences and evaluate ``actions``.
 
         :param obs: ``(T * N, ...)`` observations, time-major: row ``t * N + n`` is step t of sequence n.
@@ -287,9 +287,9 @@ class CTMPolicy(ActorCriticPolicy):
 
     def predict(
         self,
-        observation: Union[np.ndarray, dict[str, np.ndarray]],
-        state: Optional[tuple[np.ndarray, ...]] = None,
-        episode_start: Optional[np.ndarray] = None,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """Actions and the next state for an observation, exactly like ``RecurrentPPO``'s ``predict``.

@@ -8,13 +8,14 @@ flow back through ``bptt_steps`` env steps (the whole rollout by default, as the
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Optional, TypeVar, Union
+from typing import Any, ClassVar, Self, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
@@ -22,7 +23,6 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from stable_baselines3.common.vec_env.patch_gym import _patch_env
-from stable_baselines3.common.env_util import is_wrapped
 
 from ctm_rl.buffer import CTMDictRolloutBuffer, CTMRolloutBuffer
 from ctm_rl.ctm import CTMState
@@ -57,30 +57,30 @@ class CTMPPO(OnPolicyAlgorithm):
 
     def __init__(
         self,
-        policy: Union[str, type[CTMPolicy]],
-        env: Union[GymEnv, str, None],
-        learning_rate: Union[float, Schedule] = 3e-4,
+        policy: str | type[CTMPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule = 3e-4,
         n_steps: int = 128,
-        batch_size: Optional[int] = 128,
+        batch_size: int | None = 128,
         n_epochs: int = 10,
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
-        clip_range: Union[float, Schedule] = 0.2,
-        clip_range_vf: Union[None, float, Schedule] = None,
+        clip_range: float | Schedule = 0.2,
+        clip_range_vf: None | float | Schedule = None,
         normalize_advantage: bool = True,
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
-        target_kl: Optional[float] = None,
-        bptt_steps: Optional[int] = None,
+        target_kl: float | None = None,
+        bptt_steps: int | None = None,
         stats_window_size: int = 100,
-        tensorboard_log: Optional[str] = None,
-        policy_kwargs: Optional[dict[str, Any]] = None,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
         verbose: int = 0,
-        seed: Optional[int] = None,
-        device: Union[torch.device, str] = "auto",
+        seed: int | None = None,
+        device: torch.device | str = "auto",
         _init_setup_model: bool = True,
     ):
         super().__init__(
@@ -115,7 +115,7 @@ class CTMPPO(OnPolicyAlgorithm):
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
         self.bptt_steps = bptt_steps
-        self._last_ctm_state: Optional[CTMState] = None
+        self._last_ctm_state: CTMState | None = None
         if _init_setup_model:
             self._setup_model()
 
@@ -140,7 +140,7 @@ class CTMPPO(OnPolicyAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
         ).to(self.device)
         if not isinstance(self.policy, CTMPolicy):
-            raise ValueError("CTMPPO needs a CTMPolicy (or a subclass)")
+            raise TypeError("CTMPPO needs a CTMPolicy (or a subclass)")
         buffer_class = CTMDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else CTMRolloutBuffer
         self.rollout_buffer = buffer_class(
             self.n_steps,
@@ -333,14 +333,14 @@ class CTMPPO(OnPolicyAlgorithm):
             self.logger.record("train/clip_range_vf", clip_range_vf)
 
     def learn(
-        self: SelfCTMPPO,
+        self,
         total_timesteps: int,
         callback: MaybeCallback = None,
         log_interval: int = 1,
         tb_log_name: str = "CTMPPO",
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
-    ) -> SelfCTMPPO:
+    ) -> Self:
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
@@ -358,11 +358,11 @@ class CTMPPO(OnPolicyAlgorithm):
     @classmethod
     def from_official_checkpoint(
         cls,
-        path: Union[str, os.PathLike],
-        env: Union[GymEnv, str, None] = None,
-        device: Union[torch.device, str] = "auto",
+        path: str | os.PathLike,
+        env: GymEnv | str | None = None,
+        device: torch.device | str = "auto",
         **kwargs: Any,
-    ) -> "CTMPPO":
+    ) -> CTMPPO:
         """A ready model from one of the authors' checkpoint files, to evaluate, visualise or fine-tune.
 
         :param path: a ``.pt`` checkpoint of the authors' ``tasks/rl`` code.
@@ -389,8 +389,12 @@ class CTMPPO(OnPolicyAlgorithm):
         return model
 
 
-def make_official_env(args: dict[str, Any], render_mode: Optional[str] = None) -> gym.Env:
-    """The env a reference checkpoint was trained on (MiniGrid through ``ImgObsWrapper``)."""
+def official_spaces(args: dict[str, Any]) -> tuple[spaces.Space, spaces.Space]:
+    """Observation and action spaces of the env a reference checkpoint was trained on.
+
+    Only the spaces are needed here; velocity masking and step limits (which the full env of
+    ``agents.official_env`` applies) change neither.
+    """
     env_id = args.get("env_id")
     if not env_id:
         raise ValueError("the checkpoint names no env_id: pass an env")
@@ -398,13 +402,9 @@ def make_official_env(args: dict[str, Any], render_mode: Optional[str] = None) -
         import minigrid  # noqa: F401  (registers the MiniGrid ids)
         from minigrid.wrappers import ImgObsWrapper
 
-        return ImgObsWrapper(gym.make(env_id, render_mode=render_mode))
-    return gym.make(env_id, render_mode=render_mode)
-
-
-def official_spaces(args: dict[str, Any]) -> tuple[spaces.Space, spaces.Space]:
-    """Observation and action spaces of the env a reference checkpoint was trained on."""
-    env = make_official_env(args)
+        env = ImgObsWrapper(gym.make(env_id))
+    else:
+        env = gym.make(env_id)
     try:
         return env.observation_space, env.action_space
     finally:

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
@@ -45,7 +45,8 @@ def atomic_save(path: Path, save: Callable[[str], Any]) -> None:
     The temporary file keeps ``path``'s suffix, so savers that append a missing ``.zip`` (SB3) leave it be.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=f".tmp{path.suffix}")
     os.close(handle)
     try:
         save(temporary)
@@ -101,14 +102,14 @@ class RunDir:
     def checkpoint(self, timesteps: int) -> Path:
         return self.checkpoints / f"model_{timesteps}_steps.zip"
 
-    def latest_checkpoint(self) -> Optional[tuple[int, Path]]:
+    def latest_checkpoint(self) -> tuple[int, Path] | None:
         """``(timesteps, path)`` of the checkpoint with the most timesteps, if any."""
         found = [(int(m.group(1)), p) for p in self.checkpoints.glob("model_*_steps.zip")
                  if (m := _CHECKPOINT_PATTERN.match(p.name))]
         return max(found) if found else None
 
     def model_to_play(self) -> Path:
-        """The model ``eval``/``visualize`` use: the final model, else the best, else the latest checkpoint."""
+        """The model ``eval`` and ``visualize`` use: the final, else the best, else the latest checkpoint."""
         for path in (self.final_model, self.best_model):
             if path.is_file():
                 return path
@@ -130,7 +131,7 @@ class RunDir:
         return run
 
     @classmethod
-    def of_model(cls, model_path: Path) -> Optional[RunDir]:
+    def of_model(cls, model_path: Path) -> RunDir | None:
         """The run directory a model file belongs to (itself or its parent holds ``config.yaml``)."""
         for directory in (model_path.parent, model_path.parent.parent):
             if (directory / CONFIG_NAME).is_file():
@@ -152,7 +153,8 @@ class RunDir:
                 raise RunDirError(f"run directory {run.root} already exists: pass --overwrite to replace it, "
                                   f"or `ctm-rl train --resume {run.root}` to continue it")
             if not run.config.is_file():
-                raise RunDirError(f"{run.root} is not empty and not a run directory: refusing to overwrite it")
+                raise RunDirError(f"{run.root} is not empty and not a run directory: "
+                                  "refusing to overwrite it")
             shutil.rmtree(run.root)
         run.root.mkdir(parents=True, exist_ok=True)
         return run

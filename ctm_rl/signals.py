@@ -10,7 +10,6 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Optional
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -19,7 +18,7 @@ class StopRequest:
     """Set by the signal handler; read by the training loop (see :class:`ctm_rl.callbacks.StopOnRequest`)."""
 
     def __init__(self) -> None:
-        self.signum: Optional[int] = None
+        self.signum: int | None = None
 
     @property
     def requested(self) -> bool:

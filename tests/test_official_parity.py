@@ -8,7 +8,6 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from ctm_rl.ctm import CTMState
 from ctm_rl.official import checkpoint_args, load_reference_weights, policy_kwargs_from_args, read_checkpoint
 from ctm_rl.policy import CTMPolicy
 

@@ -20,10 +20,10 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor, VecNormalize
 
+from agents import official_env
 from ctm_rl import CTMPPO
 from ctm_rl.backbones import ClassicControlBackbone, DictBackbone, MiniGridBackbone
 from ctm_rl.official import CheckpointError
-from ctm_rl.ppo import make_official_env
 
 TINY = dict(d_model=12, d_input=8, n_synch_out=4, iterations=1, memory_length=3)
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -94,7 +94,7 @@ def test_from_official_checkpoint_builds_a_ready_model(name, backbone):
     model = CTMPPO.from_official_checkpoint(FIXTURES / f"{name}.checkpoint.pt")
     assert isinstance(model.policy.features_extractor.net, backbone)
     assert model.official_args["env_id"] in ("CartPole-v1", "MiniGrid-FourRooms-v0")
-    obs, _ = make_official_env(model.official_args).reset(seed=0)
+    obs, _ = official_env(model.official_args).reset(seed=0)
     action, state = model.predict(obs, deterministic=True)
     assert model.action_space.contains(int(action)) and state[0].shape[0] == 1
 

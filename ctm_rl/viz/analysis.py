@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
 
 def select_neurons(post: np.ndarray, n_neurons: int, neurons: Sequence[int] | None = None) -> np.ndarray:
@@ -125,11 +126,9 @@ def value_range(values: np.ndarray, pad: float = 0.05) -> tuple[float, float]:
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     """Shrink an ``(H, W, C)`` uint8 image ``factor`` times by averaging ``factor x factor`` blocks.
 
-    Averaging (not striding) keeps thin lines such as CartPole's pole visible; edge rows and columns that
-    do not fill a block are dropped.
+    Averaging (not striding) keeps thin lines such as CartPole's pole visible.  Pillow's ``reduce`` does
+    exactly this in C, several times faster than a numpy mean over a reshaped array.
     """
     if factor <= 1:
         return image
-    height, width = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-    blocks = image[:height, :width].reshape(height // factor, factor, width // factor, factor, -1)
-    return blocks.mean(axis=(1, 3)).round().astype(np.uint8)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).reduce(factor))

@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
+import imageio.v3 as iio
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
@@ -62,7 +63,7 @@ class NeuralDynamicsCallback(BaseCallback):
         n_neurons: int = 16,
         max_frames: int | None = 64,
         fps: float = 8.0,
-        sheet_frames: int = 12,
+        sheet_frames: int = 6,
         deterministic: bool = True,
         seed: int | None = 0,
         max_steps: int | None = 500,
@@ -109,27 +110,36 @@ class NeuralDynamicsCallback(BaseCallback):
             self.logger.record(f"{prefix}/mean_certainty", float(np.nanmean(certainty)))
 
         writers = [f for f in self.logger.output_formats if isinstance(f, TensorBoardOutputFormat)]
+        # With a save_dir the pictures are drawn once, for the files, and TensorBoard gets them read back.
+        saved = None
+        if self.save_dir is not None:
+            saved = write_episode_media(recording, self.save_dir, f"step_{self.num_timesteps}", self.fmt,
+                                        self.n_neurons, fps=self.fps, max_frames=self.max_frames)
         if writers:
-            self._write_tensorboard(writers, self._media_values(recording))
+            self._write_tensorboard(writers, self._media_values(recording, saved))
         elif not self._warned_no_tensorboard:
             self._warned_no_tensorboard = True
             warnings.warn("NeuralDynamicsCallback: no TensorBoard output (pass tensorboard_log to the model); "
                           "images are not logged", stacklevel=2)
-        if self.save_dir is not None:
-            write_episode_media(recording, self.save_dir, f"step_{self.num_timesteps}", self.fmt,
-                                self.n_neurons, fps=self.fps, max_frames=self.max_frames)
         if self.verbose >= 1:
             print(f"NeuralDynamicsCallback: step {self.num_timesteps}, episode of {recording.n_steps} steps, "
                   f"return {recording.episode_return:g}")
         return recording
 
-    def _media_values(self, recording: Recording) -> dict[str, object]:
+    def _media_values(self, recording: Recording, saved: list[Path] | None) -> dict[str, object]:
         prefix = self.log_prefix
+        if saved is not None:
+            animation, traces_png, pca_png, _ = saved
+            traces, pca = iio.imread(traces_png)[..., :3], iio.imread(pca_png)[..., :3]
+            frames = list(iio.imread(animation, index=None)[..., :3])
+        else:
+            traces = figure_to_array(neuron_traces_figure(recording, self.n_neurons))
+            pca = figure_to_array(sync_pca_figure(recording))
+            frames = list(animation_frames(recording, self.n_neurons, self.max_frames))
         values: dict[str, object] = {
-            f"{prefix}/neurons": Image(figure_to_array(neuron_traces_figure(recording, self.n_neurons)), "HWC"),
-            f"{prefix}/sync_pca": Image(figure_to_array(sync_pca_figure(recording)), "HWC"),
+            f"{prefix}/neurons": Image(traces, "HWC"),
+            f"{prefix}/sync_pca": Image(pca, "HWC"),
         }
-        frames = list(animation_frames(recording, self.n_neurons, self.max_frames))
         if importlib.util.find_spec("moviepy") is not None:
             video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).unsqueeze(0)  # (1, T, C, H, W)
             values[f"{prefix}/episode"] = Video(video, fps=self.fps)
@@ -143,8 +153,11 @@ class NeuralDynamicsCallback(BaseCallback):
             writer.write(values, excluded, self.num_timesteps)
 
 
-def contact_sheet(frames: list[np.ndarray], n_frames: int = 12, columns: int = 4, scale: int = 2) -> np.ndarray:
-    """One image of ``n_frames`` evenly spaced frames in a grid, each shrunk ``scale`` times (block mean)."""
+def contact_sheet(frames: list[np.ndarray], n_frames: int = 6, columns: int = 2, scale: int = 1) -> np.ndarray:
+    """One image of ``n_frames`` evenly spaced frames in a grid, each shrunk ``scale`` times (block mean).
+
+    Full size by default: at half size the panels' labels are no longer readable in TensorBoard.
+    """
     picks = np.unique(np.linspace(0, len(frames) - 1, min(n_frames, len(frames))).round().astype(int))
     small = [block_mean(frames[i], scale) for i in picks]
     height, width, _ = small[0].shape

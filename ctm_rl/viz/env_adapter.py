@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
-if TYPE_CHECKING:  # typing.Self needs Python 3.11
-    from typing_extensions import Self
+if TYPE_CHECKING:  # only for annotations: typing.Self exists from Python 3.11
+    from typing import Self
 
 Obs = np.ndarray | dict[str, np.ndarray]
 

@@ -13,12 +13,15 @@ from matplotlib import colormaps
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from ctm_rl.viz.analysis import pair_layout, robust_limit, sync_matrix, value_range
 from ctm_rl.viz.heads import CONTINUOUS, DISCRETE
 from ctm_rl.viz.recording import Recording
 
-DIVERGING = colormaps["RdBu_r"].with_extremes(bad="#f0f0f0")  # grey: ticks not reached yet
+DIVERGING = colormaps["RdBu_r"]
+NOT_YET = "#f0f0f0"  # light grey: ticks not reached yet
 BAR_COLOUR, CHOSEN_COLOUR = "#9ecae1", "#d95f02"
 
 
@@ -35,6 +38,19 @@ class Panel:
             artist.set_animated(True)
         self.artists.extend(artists)
 
+    def _curtain(self, ax: Axes, colour: str) -> Rectangle:
+        """A patch hiding everything right of the current tick (its left edge moves with ``set_x``).
+
+        Drawing a whole-episode picture once into the background and uncovering it tick by tick costs one
+        rectangle per frame instead of re-colouring and re-sampling an image or re-drawing lines.  The
+        spines are redrawn over it so the frame of the axes stays intact.
+        """
+        curtain = Rectangle((0, 0), 1e9, 1, transform=ax.get_xaxis_transform(), facecolor=colour,
+                            edgecolor="none", zorder=10)
+        ax.add_patch(curtain)
+        self._animate(curtain, *ax.spines.values())
+        return curtain
+
 
 class FramePanel(Panel):
     """The env as rendered (or, if it renders nothing, the observation) at the current env step."""
@@ -43,7 +59,11 @@ class FramePanel(Panel):
         self.artists = []
         self.recording = recording
         self.images = recording.frames if recording.frames is not None else _observation_images(recording)
-        ax.set_axis_off()
+        # Ticks off but the frame kept: white renders (CartPole) would otherwise melt into the figure.
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if recording.frames is None and self.images is not None:
+            ax.set_xlabel("observation (the env renders no frames)", fontsize=8)
         if self.images is None:
             ax.text(0.5, 0.5, "no rendered frames\n(make the env with render_mode='rgb_array')",
                     ha="center", va="center", fontsize=9, transform=ax.transAxes)
@@ -54,7 +74,8 @@ class FramePanel(Panel):
         if self.images.ndim == 3:  # a vector observation drawn as a strip
             self.image.set_clim(-robust_limit(self.images), robust_limit(self.images))
         self.title = ax.set_title(" " * 40, fontsize=10)
-        self._animate(self.image, self.title)
+        # The image is redrawn every frame; its axes frame must be redrawn over it.
+        self._animate(self.image, *ax.spines.values(), self.title)
 
     def update(self, t: int, k: int) -> None:
         if self.image is None:
@@ -62,7 +83,7 @@ class FramePanel(Panel):
         self.image.set_data(self.images[t])
         rec = self.recording
         self.title.set_text(f"env step {t + 1}/{rec.n_steps}  |  tick {k + 1}/{rec.n_ticks}  |  "
-                            f"return {rec.rewards[:t].sum():g}")
+                            f"return {short_number(rec.rewards[:t].sum())}")
 
 
 class NeuronHeatmapPanel(Panel):
@@ -74,21 +95,22 @@ class NeuronHeatmapPanel(Panel):
         traces = recording.post[:, :, neurons].reshape(-1, len(neurons)).T  # (n, T*K)
         # Neurons live on very different scales; scaling each row by its own peak keeps every row readable.
         peak = np.abs(traces).max(axis=1, keepdims=True)
-        self.full = traces / np.where(peak > 0, peak, 1.0)
-        self.columns = np.arange(self.full.shape[1])
-        self.image = ax.imshow(np.full_like(self.full, np.nan), aspect="auto", cmap=DIVERGING, vmin=-1, vmax=1,
-                               interpolation="nearest")
+        full = traces / np.where(peak > 0, peak, 1.0)
+        # The whole episode is drawn once (background); a grey curtain hides the ticks not reached yet.
+        self.image = ax.imshow(full, aspect="auto", cmap=DIVERGING, vmin=-1, vmax=1, interpolation="nearest")
         ax.set_yticks(range(len(neurons)), [str(n) for n in neurons], fontsize=7)
         ax.set_ylabel("neuron")
         ax.set_xlabel(f"internal tick index ({self.n_ticks} per env step)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("post-activations of the most variable neurons (each row scaled to its peak)", fontsize=10)
         fig.colorbar(self.image, ax=ax, fraction=0.04, pad=0.01).set_label("activation / peak", fontsize=8)
+        self.curtain = self._curtain(ax, NOT_YET)
         self.cursor = ax.axvline(0, color="black", linewidth=0.8)
-        self._animate(self.image, self.cursor)
+        self._animate(self.cursor)
 
     def update(self, t: int, k: int) -> None:
         now = t * self.n_ticks + k
-        self.image.set_data(np.where(self.columns <= now, self.full, np.nan))
+        self.curtain.set_x(now + 0.5)
         self.cursor.set_xdata([now, now])
 
 
@@ -111,13 +133,15 @@ class SyncPanel(Panel):
         else:
             self.image = ax.imshow(np.zeros((self.side, self.side)), cmap=DIVERGING, vmin=-limit, vmax=limit,
                                    interpolation="nearest")
+            # Colour every tick's matrix once: RGBA bytes skip matplotlib's per-frame normalisation.
+            self.colours = self.image.to_rgba(sync_matrix(self.sync, self.side), bytes=True)
             labels = _neuron_labels(recording, self.side)
             step = max(1, self.side // 8)
             ax.set_xticks(range(0, self.side, step), labels[::step], fontsize=7)
             ax.set_yticks(range(0, self.side, step), labels[::step], fontsize=7)
             ax.set_xlabel("output neuron")
             ax.set_ylabel("output neuron")
-            fig.colorbar(self.image, ax=ax, fraction=0.046, pad=0.02)
+            fig.colorbar(self.image, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
             self._animate(self.image)
         ax.set_title("output synchronisation", fontsize=10)
 
@@ -127,7 +151,7 @@ class SyncPanel(Panel):
             for bar, height in zip(self.bars, vector):
                 bar.set_height(height)
         else:
-            self.image.set_data(sync_matrix(vector, self.side))
+            self.image.set_data(self.colours[t, k])
 
 
 class ActionPanel(Panel):
@@ -141,7 +165,8 @@ class ActionPanel(Panel):
         names = recording.action_names
         n = probs.shape[-1]
         self.bars = ax.bar(np.arange(n), np.zeros(n), color=BAR_COLOUR, edgecolor="none")
-        rotate = n > 4 or max((len(s) for s in names), default=0) > 8
+        # Rotate names only when they would collide (about 40 characters fit under the panel).
+        rotate = sum(len(name) + 2 for name in names) > 40
         ax.set_xticks(np.arange(n), names, rotation=35 if rotate else 0, ha="right" if rotate else "center",
                       fontsize=8)
         if self.kind == CONTINUOUS:
@@ -188,21 +213,27 @@ class CurvesPanel(Panel):
         right.set_ylim(-0.02, 1.02)
         right.set_ylabel("certainty", color="tab:red")
         right.tick_params(axis="y", colors="tab:red")
-        (self.value_line,) = ax.plot([], [], color="tab:blue", linewidth=1.2)
-        (self.certainty_line,) = right.plot([], [], color="tab:red", linewidth=1.2)
-        certainty_label = "certainty" if np.isfinite(self.certainty).any() else "certainty (n/a: continuous)"
-        ax.legend([ax.plot([], [], color="tab:blue")[0], ax.plot([], [], color="tab:red")[0]],
-                  ["value", certainty_label], loc="upper left", fontsize=7, frameon=False)
-        ax.set_title("value and certainty per tick", fontsize=10)
-        self.cursor = ax.axvline(0, color="black", linewidth=0.8)
-        self._animate(self.value_line, self.certainty_line, self.cursor)
+        # Both whole curves go into the background; a white curtain uncovers them tick by tick.
+        ax.plot(np.arange(len(self.values)), self.values, color="tab:blue", linewidth=1.2)
+        right.plot(np.arange(len(self.certainty)), self.certainty, color="tab:red", linewidth=1.2)
+        ax.set_title("value (blue) and certainty (red) per tick", fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        self.curtain = self._curtain(right, "white")
+        if not np.isfinite(self.certainty).any():
+            self._animate(right.text(0.5, 0.5, "certainty: n/a\n(continuous actions)", ha="center", va="center",
+                                     fontsize=8, color="tab:red", transform=right.transAxes, zorder=11))
+        self.cursor = right.axvline(0, color="black", linewidth=0.8, zorder=12)
+        self._animate(self.cursor)
 
     def update(self, t: int, k: int) -> None:
         now = t * self.n_ticks + k
-        x = np.arange(now + 1)
-        self.value_line.set_data(x, self.values[: now + 1])
-        self.certainty_line.set_data(x, self.certainty[: now + 1])
+        self.curtain.set_x(now)
         self.cursor.set_xdata([now, now])
+
+
+def short_number(x: float) -> str:
+    """A return or reward for a title: integers as integers, others with one decimal."""
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
 
 
 def _neuron_labels(recording: Recording, side: int) -> list[str]:

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from ctm_rl.viz.analysis import pca_2d, select_neurons
 from ctm_rl.viz.recording import Recording
@@ -60,8 +61,14 @@ def neuron_traces_figure(
     n_points = n_steps * n_ticks
     ncols = min(len(chosen), 2 if n_points > 100 else 4)
     nrows = math.ceil(len(chosen) / ncols)
-    fig = new_figure(16.0, 1.35 * nrows + 1.5)
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, squeeze=False)).ravel()
+    # Fixed margins in inches (constrained layout costs more than drawing these many small axes).
+    width, row_height, top, bottom, left, right, col_gap = 16.0, 1.35, 1.05, 0.95, 0.95, 0.2, 1.0
+    height = nrows * row_height + top + bottom
+    axis_width = (width - left - right - (ncols - 1) * col_gap) / ncols
+    fig = new_figure(width, height, layout=None)
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False, gridspec_kw={
+        "left": left / width, "right": 1 - right / width, "top": 1 - top / height, "bottom": bottom / height,
+        "wspace": col_gap / axis_width, "hspace": 0.28}).ravel()
 
     x = np.arange(n_points)
     tick_of_point = np.tile(np.arange(n_ticks), n_steps)
@@ -88,6 +95,7 @@ def neuron_traces_figure(
         ax.set_xlabel(f"internal tick index ({n_ticks} per env step)", fontsize=9)
     for ax in axes[:ncols]:
         top = ax.secondary_xaxis("top", functions=(lambda v: v / n_ticks, lambda s: s * n_ticks))
+        top.xaxis.set_major_locator(MaxNLocator(integer=True))
         top.set_xlabel("env step", fontsize=9)
         top.tick_params(labelsize=8)
 
@@ -96,8 +104,9 @@ def neuron_traces_figure(
     if n_ticks > 1:
         handles += [Line2D([], [], marker="o", linestyle="", color=TICK_COLOURS[k % len(TICK_COLOURS)],
                            label=f"tick {k + 1}") for k in range(n_ticks)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False)
-    fig.supylabel("post-activation", fontsize=10)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), fontsize=9,
+               frameon=False)
+    fig.supylabel("post-activation", fontsize=10, x=0.1 / width)
     fig.suptitle(
         f"{recording.env_id}: neuron activation traces over one episode\n"
         f"{len(chosen)} of {recording.n_neurons} neurons (most variable), {n_steps} env steps x {n_ticks} "

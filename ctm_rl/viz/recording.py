@@ -128,7 +128,100 @@ class Recording:
             arrays.update({f"observations/{key}": value for key, value in self.observations.items()})
         else:
             arrays["observations"] = self.observations
-        meta = {
+        meta = dict(self.meta, format_version=FORMAT_VERSION)
+        np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Recording:
+        """Read a recording written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("format_version", 0) > FORMAT_VERSION:
+                raise ValueError(f"{path} was written by a newer ctm-rl (format {meta['format_version']})")
+            obs_keys = [key for key in data.files if key.startswith("observations/")]
+            observations = ({key.split("/", 1)[1]: data[key] for key in obs_keys} if obs_keys
+                            else data["observations"])
+            return cls(
+                frames=data["frames"] if "frames" in data.files else None,
+                observations=observations,
+                meta=meta,
+                **{name: data[name] for name in _ARRAY_FIELDS},
+            )
+
+
+def record_episode(
+    model: Any,
+    env: gym.Env | VecEnv,
+    seed: int | None = None,
+    deterministic: bool = True,
+    *,
+    max_steps: int | None = None,
+    frame_max_side: int | None = 400,
+) -> Recording:
+    """Run one episode with a CTM agent and record everything needed to watch it think.
+
+    :param model: a ``CTMPPO`` (or anything with a ``policy`` attribute) or a ``CTMPolicy``.
+    :param env: a ``gym.Env`` made with ``render_mode="rgb_array"``, or a ``VecEnv`` with one env (e.g.
+        ``DummyVecEnv`` + ``VecNormalize`` from a run: the policy sees normalised observations, the
+        recording keeps the env's own observations and rewards, frames come from ``get_images()``).
+    :param seed: seeds the env's reset and, for ``deterministic=False``, the action sampling (without
+        touching the global torch random state).
+    :param deterministic: take the most likely action instead of sampling.
+    :param max_steps: stop after this many steps even if the episode has not ended.
+    :param frame_max_side: shrink rendered frames (by integer block averaging) until their longer side is
+        at most this many pixels: a CartPole frame is 600x400, and 500 of them at full size would dominate
+        the ``.npz`` and the drawing time.  ``None`` keeps them as rendered.
+    :return: the :class:`Recording`.
+    """
+    policy = model if isinstance(model, CTMPolicy) else getattr(model, "policy", None)
+    if not isinstance(policy, CTMPolicy):
+        raise TypeError(f"model must be a CTMPPO or a CTMPolicy, got {type(model).__name__}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be positive, got {max_steps}")
+
+    was_training = policy.training
+    policy.set_training_mode(False)
+    # One env means batches of one: intra-op threads cannot speed such tiny ops up, only make them wait
+    # for each other, which on a busy 2-core machine made recording about 4x slower.  Restored below.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    adapter = make_adapter(env)
+    # Sampling draws from torch's global generator: fork it so a seeded recording is reproducible and
+    # leaves the caller's (e.g. a training run's) random stream where it was.
+    rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+    steps: list[dict[str, Any]] = []
+    try:
+        with adapter, rng, torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
+            obs, raw_obs = adapter.reset(seed)
+            state = CTMState(*(s.clone() for s in policy.ctm.initial_state(1)))
+            # True on the first step: the CTM replaces its histories by the learned start traces.
+            episode_start = torch.ones(1, device=policy.device)
+            while True:
+                frame = adapter.frame()
+                obs_tensor, _ = policy.obs_to_tensor(obs)
+                distribution, values, state, ticks = policy.record_step(obs_tensor, state, episode_start)
+                action = _env_action(policy, distribution.get_actions(deterministic=deterministic))
+                heads = tick_outputs(policy, ticks.sync[0])
+                result = adapter.step(action)
+                steps.append({
+                    "frame": _shrink(frame, frame_max_side), "obs": raw_obs, "action": action,
+                    "reward": result.reward, "value": float(values.flatten()[0]),
+                    "pre": ticks.pre[0], "post": ticks.post[0], "sync": ticks.sync[0],
+                    "probs": heads.action_probs, "certainty": heads.certainty, "tick_values": heads.values,
+                })
+                episode_start = torch.zeros(1, device=policy.device)
+                done = result.terminated or result.truncated
+                if done or (max_steps is not None and len(steps) >= max_steps):
+                    break
+                obs, raw_obs = result.policy_obs, result.raw_obs
+    finally:
+        policy.set_training_mode(was_training)
+        torch.set_num_threads(threads)
+
+    meta = {
         "env_id": adapter.env_id,
         "action_names": action_names(adapter.unwrapped, adapter.env_id, policy.action_space),
         "action_kind": action_kind(distribution),
