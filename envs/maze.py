@@ -21,7 +21,35 @@ def grid_from_walls(walls: np.ndarray) -> EncodedGrid:
     return grid
 
 
-class MazeEnv(NavigationEnv):
+class SquareMazeEnv(NavigationEnv):
+    """Base of the maze-based tasks: a square grid of side ``size``, a maze carved in it every episode.
+
+    Subclasses set ``steps_per_cell`` (the default step limit is ``steps_per_cell * size**2``) and
+    ``min_size`` (the smallest grid their objects fit in).
+    """
+
+    steps_per_cell: int = 4
+    min_size: int = 5
+
+    def __init__(
+        self, size: int = 11, extra_openings: float = 0.0, max_steps: int | None = None, **kwargs: Any
+    ) -> None:
+        check_maze_size(size, size)
+        if size < self.min_size:
+            raise ValueError(f"size must be >= {self.min_size} for {type(self).__name__}, got {size}")
+        if not 0.0 <= extra_openings <= 1.0:
+            raise ValueError(f"extra_openings must be in [0, 1], got {extra_openings!r}")
+        self.size = size
+        self.extra_openings = extra_openings
+        super().__init__(
+            width=size,
+            height=size,
+            max_steps=self.steps_per_cell * size * size if max_steps is None else max_steps,
+            **kwargs,
+        )
+
+
+class MazeEnv(SquareMazeEnv):
     """Reach the green goal square of a freshly generated maze.
 
     Each ``reset`` carves a new maze with the recursive backtracker (a perfect maze unless
@@ -39,21 +67,6 @@ class MazeEnv(NavigationEnv):
         **kwargs: :class:`envs.navigation.NavigationEnv` options (``agent_view_size``,
             ``fully_observed``, ``render_mode``...).
     """
-
-    def __init__(
-        self, size: int = 11, extra_openings: float = 0.0, max_steps: int | None = None, **kwargs: Any
-    ) -> None:
-        check_maze_size(size, size)
-        if not 0.0 <= extra_openings <= 1.0:
-            raise ValueError(f"extra_openings must be in [0, 1], got {extra_openings!r}")
-        self.size = size
-        self.extra_openings = extra_openings
-        super().__init__(
-            width=size,
-            height=size,
-            max_steps=4 * size * size if max_steps is None else max_steps,
-            **kwargs,
-        )
 
     @staticmethod
     def _gen_mission() -> str:

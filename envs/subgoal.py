@@ -6,22 +6,20 @@ from typing import Any
 
 from minigrid.core.world_object import Door, Floor, Goal, Key
 
-from envs.maze import grid_from_walls
+from envs.maze import SquareMazeEnv, grid_from_walls
 from envs.mazegen import (
     cell_parents,
-    check_maze_size,
     generate_maze,
     maze_cells,
     path_from_parents,
     reachable_cells,
 )
-from envs.navigation import NavigationEnv
 
 _DOOR_COLOR = "yellow"  # as in MiniGrid's DoorKey; stands out against the grey walls
 _LANDMARK_COLOR = "purple"
 
 
-class KeyDoorMazeEnv(NavigationEnv):
+class KeyDoorMazeEnv(SquareMazeEnv):
     """Find the key, unlock the door that cuts the maze in two, reach the goal behind it.
 
     Each ``reset`` carves a new *perfect* maze (one route between any two cells, so a single
@@ -37,17 +35,11 @@ class KeyDoorMazeEnv(NavigationEnv):
             ``fully_observed``, ``render_mode``...).
     """
 
+    steps_per_cell = 10
+    min_size = 7  # start, key, door and goal must all fit
+
     def __init__(self, size: int = 9, max_steps: int | None = None, **kwargs: Any) -> None:
-        check_maze_size(size, size)
-        if size < 7:
-            raise ValueError(f"size must be >= 7 so start, key, door and goal all fit, got {size}")
-        self.size = size
-        super().__init__(
-            width=size,
-            height=size,
-            max_steps=10 * size * size if max_steps is None else max_steps,
-            **kwargs,
-        )
+        super().__init__(size, 0.0, max_steps, **kwargs)
 
     @staticmethod
     def _gen_mission() -> str:
@@ -85,7 +77,7 @@ class KeyDoorMazeEnv(NavigationEnv):
         self._set_task(waypoints=(goal,))
 
 
-class ReturnToStartEnv(NavigationEnv):
+class ReturnToStartEnv(SquareMazeEnv):
     """Step on a purple landmark tile somewhere in the maze, then come back to the start.
 
     The start cell is not marked and the landmark does not change when touched, so under the
@@ -101,20 +93,12 @@ class ReturnToStartEnv(NavigationEnv):
             ``render_mode``...).
     """
 
+    steps_per_cell = 8
+
     def __init__(
         self, size: int = 9, extra_openings: float = 0.0, max_steps: int | None = None, **kwargs: Any
     ) -> None:
-        check_maze_size(size, size)
-        if not 0.0 <= extra_openings <= 1.0:
-            raise ValueError(f"extra_openings must be in [0, 1], got {extra_openings!r}")
-        self.size = size
-        self.extra_openings = extra_openings
-        super().__init__(
-            width=size,
-            height=size,
-            max_steps=8 * size * size if max_steps is None else max_steps,
-            **kwargs,
-        )
+        super().__init__(size, extra_openings, max_steps, **kwargs)
 
     @staticmethod
     def _gen_mission() -> str:
