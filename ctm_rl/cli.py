@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from agents import load_agent
 from ctm_rl import __version__
+from ctm_rl.bench import command as benchmark_command
 from ctm_rl.config import load_config
 from ctm_rl.errors import UserError
 from ctm_rl.evaluation import FrameRecorder, check_video_path, evaluate, write_video
@@ -230,6 +231,8 @@ COMMANDS: dict[str, Command] = {
         Command("visualize", "record a CTM agent's episodes with its neural activity", _visualize_arguments,
                 _visualize),
         Command("envs", "list the environments of the suite", _envs_arguments, _envs),
+        Command("benchmark", "train agents x envs x seeds in parallel and compare them (IQM, CIs, curves)",
+                benchmark_command.add_arguments, benchmark_command.run),
     )
 }
 

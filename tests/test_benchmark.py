@@ -1,0 +1,140 @@
+"""``ctm-rl benchmark``: the harness end to end on a tiny budget, resuming, the statistics, bad input."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctm_rl.bench.report import align_curves
+from ctm_rl.bench.stats import bootstrap_ci, curve_ci, first_step_reaching, iqm
+from ctm_rl.cli import main
+
+# Two agents, two seeds, 192 steps, an evaluation every 64: each run takes seconds.
+TINY_OPTIONS = [
+    "--set", "env.n_envs=2", "--set", "algo_kwargs.n_steps=32", "--set", "algo_kwargs.batch_size=32",
+    "--set", "algo_kwargs.n_epochs=1", "--set", "eval.freq=64", "--set", "eval.n_episodes=2",
+    "--set", "policy_kwargs.d_model=8", "--set", "policy_kwargs.d_input=8",
+    "--set", "policy_kwargs.n_synch_out=4", "--set", "policy_kwargs.memory_length=3",
+    "--set", "policy_kwargs.memory_hidden_dims=2", "--set", "policy_kwargs.iterations=1",
+]
+ENV = "CTM/CartPoleNoVel-v1"
+
+
+def benchmark_args(out: Path, *extra: str) -> list[str]:
+    return ["benchmark", "--agents", "mlp,ctm", "--envs", ENV, "--seeds", "2", "--total-timesteps", "192",
+            "--workers", "2", "--out", str(out), *TINY_OPTIONS, *extra]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A benchmark run once for the module's tests."""
+    out = tmp_path_factory.mktemp("bench") / "out"
+    assert main(benchmark_args(out, "--threshold", "10")) == 0
+    return out
+
+
+def final_models(out: Path) -> list[Path]:
+    return sorted(out.glob("runs/*/*/seed_*/final_model.zip"))
+
+
+def test_benchmark_writes_results_summary_and_curves(finished: Path) -> None:
+    assert len(final_models(finished)) == 4  # 2 agents x 2 seeds
+    with (finished / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {(row["agent"], row["env"], row["seed"]) for row in rows} == {
+        (agent, ENV, seed) for agent in ("mlp", "ctm") for seed in ("0", "1")}
+    assert sorted({int(row["timesteps"]) for row in rows}) == [64, 128, 192]
+    summary = (finished / "summary.md").read_text()
+    assert f"## {ENV}" in summary and "| mlp | 2 |" in summary and "| ctm | 2 |" in summary
+    assert "Threshold: 10.0" in summary
+    assert (finished / "curves_CTM-CartPoleNoVel-v1.png").stat().st_size > 0
+
+
+def test_rerun_skips_finished_runs(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = {path: path.stat().st_mtime_ns for path in final_models(finished)}
+    capsys.readouterr()
+    assert main(benchmark_args(finished)) == 0
+    assert "4 of 4 runs already finished: skipped" in capsys.readouterr().out
+    assert {path: path.stat().st_mtime_ns for path in final_models(finished)} == before
+    assert "| skipped |" in (finished / "summary.md").read_text()
+
+
+def assert_one_error_line(code: int, capsys: pytest.CaptureFixture[str], expected: str) -> None:
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("ctm-rl: error: ") and expected in err, err
+
+
+def test_rerun_with_another_config_is_an_error(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = benchmark_args(finished)
+    args[args.index("--total-timesteps") + 1] = "256"
+    capsys.readouterr()
+    assert_one_error_line(main(args), capsys, "another config")
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (("--agents", "mlp,cmt"), "unknown agent 'cmt'"),
+    (("--envs", "CTM/CartPoleNoVel-v9"), "unknown env id"),
+    (("--seeds", "0"), "--seeds must be a positive integer"),
+    (("--workers", "-1"), "--workers must be a positive integer"),
+    (("--threshold", "Pong=3"), "is not one of --envs"),
+    (("--set", "algo_kwargs.n_stepz=3"), "unknown option 'algo_kwargs.n_stepz'"),
+])
+def test_bad_input_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     change: tuple[str, str], expected: str) -> None:
+    args = benchmark_args(tmp_path / "out")
+    flag, value = change
+    if flag in args and flag != "--set":
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    assert_one_error_line(main(args), capsys, expected)
+    assert not (tmp_path / "out").exists()  # nothing is written before every input is checked
+
+
+# --- statistics -----------------------------------------------------------------------------------------
+
+
+def test_iqm_is_the_mean_of_the_middle_half() -> None:
+    values = [1, 2, 3, 4, 100, 5, 6, 7]
+    assert iqm(values) == pytest.approx(np.mean([3, 4, 5, 6]))
+    assert iqm([1, 2, 3]) == pytest.approx(2.0)  # fewer than 4 values: nothing is trimmed
+    assert iqm([[1, 2, 3, 4, 100, 5, 6, 7], [0] * 8], axis=1) == pytest.approx([4.5, 0.0])
+
+
+def test_bootstrap_ci_contains_the_estimate_and_is_seeded() -> None:
+    values = [1, 2, 3, 4, 100, 5, 6, 7]
+    estimate = bootstrap_ci(values, "iqm")
+    assert estimate.value == pytest.approx(4.5)
+    assert estimate.low <= estimate.value <= estimate.high
+    assert estimate.low >= 1 and estimate.high <= 100
+    assert bootstrap_ci(values, "iqm") == estimate  # same seed, same interval
+    assert bootstrap_ci(values, "iqm", seed=1) != estimate
+    mean = bootstrap_ci(values, "mean")
+    assert mean.value == pytest.approx(np.mean(values)) and mean.high > estimate.high  # the outlier counts
+    assert bootstrap_ci([3.0], "mean").format() == "3.0 [3.0, 3.0]"
+
+
+def test_curve_ci_brackets_the_mean_at_every_point() -> None:
+    table = np.array([[0.0, 10.0, 20.0], [2.0, 14.0, 30.0], [4.0, 12.0, 25.0]])
+    low, high = curve_ci(table)
+    assert np.all(low <= table.mean(axis=0)) and np.all(table.mean(axis=0) <= high)
+    assert np.all(low >= table.min(axis=0)) and np.all(high <= table.max(axis=0))
+
+
+def test_sample_efficiency_is_the_first_step_where_the_seed_mean_reaches_the_threshold() -> None:
+    rows = [{"seed": seed, "timesteps": step, "mean_return": value}
+            for seed, curve in ((0, [10, 50, 90, 100]), (1, [30, 70, 60, 100]))
+            for step, value in zip((100, 200, 300, 400), curve)]
+    curves = align_curves(rows)
+    assert curves is not None
+    assert curves.steps.tolist() == [100, 200, 300, 400]
+    assert curves.mean.tolist() == [20, 60, 75, 100]
+    assert first_step_reaching(curves.steps, curves.mean, 60) == 200
+    assert first_step_reaching(curves.steps, curves.mean, 75.5) == 400
+    assert first_step_reaching(curves.steps, curves.mean, 101) is None
+    shorter = align_curves([row for row in rows if not (row["seed"] == 1 and row["timesteps"] == 400)])
+    assert shorter is not None and shorter.returns.shape == (2, 3)  # cut to the shortest seed
