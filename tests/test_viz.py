@@ -184,17 +184,26 @@ def test_random_pairing_without_rendering_draws_observation_and_pair_vector(tmp_
     assert len(gif_frames(paths[0])) == 6
 
 
-def test_mp4_needs_ffmpeg_or_writes(tmp_path):
+def test_mp4_without_ffmpeg_is_a_clear_error_before_drawing(tmp_path, monkeypatch):
     model, env = official("cartpole_tiny")
-    rec = record_episode(model, env, seed=0, max_steps=3)
-    if importlib.util.find_spec("imageio_ffmpeg") is None:
-        with pytest.raises(RuntimeError, match="imageio-ffmpeg"):
-            write_episode_media(rec, tmp_path, "ep", fmt="mp4")
-        return
-    paths = write_episode_media(rec, tmp_path, "ep", fmt="mp4", n_neurons=4)
-    assert paths[0].suffix == ".mp4" and paths[0].stat().st_size > 0
+    rec = record_episode(model, env, seed=0, max_steps=2)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "imageio_ffmpeg" else real_find_spec(name, *a))
+    with pytest.raises(RuntimeError, match="pip install imageio-ffmpeg"):
+        write_episode_media(rec, tmp_path, "ep", fmt="mp4")
+    assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="format"):
         write_episode_media(rec, tmp_path, "ep", fmt="avi")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("imageio_ffmpeg") is None, reason="imageio-ffmpeg not installed")
+def test_mp4_is_written_when_ffmpeg_is_available(tmp_path):
+    model, env = official("cartpole_tiny")
+    rec = record_episode(model, env, seed=0, max_steps=3)
+    paths = write_episode_media(rec, tmp_path, "ep", fmt="mp4", n_neurons=4)
+    assert paths[0].suffix == ".mp4" and paths[0].stat().st_size > 0
+    assert len(iio.imread(paths[0], index=None)) == rec.n_steps * rec.n_ticks
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -256,3 +265,11 @@ def test_callback_logs_images_to_tensorboard(tmp_path):
     callback.log_dynamics()
     assert sorted(p.name for p in (tmp_path / "media").glob("step_32*")) == [
         "step_32.gif", "step_32.npz", "step_32_neurons.png", "step_32_sync_pca.png"]
+
+
+def test_one_step_one_tick_episode_still_draws(tmp_path):
+    model = tiny_model(gym.make("CartPole-v1"), iterations=1)
+    rec = record_episode(model, gym.make("CartPole-v1", render_mode="rgb_array"), seed=0, max_steps=1)
+    assert rec.pre.shape == (1, 1, 16)
+    paths = write_episode_media(rec, tmp_path, "one", n_neurons=40)  # more neurons than the CTM has
+    assert len(gif_frames(paths[0])) == 1 and all(p.exists() for p in paths)

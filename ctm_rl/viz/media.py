@@ -49,8 +49,12 @@ def write_episode_media(
     animation_path = out_dir / f"{stem}.{fmt}"
     if fmt == "gif":
         # The palette comes from the first, middle and last frames: together they hold every colour the
-        # panels use (empty and full heatmap, all bars, the env's early and late look).
+        # panels use (uncovered and covered heatmap, all bars, the env's early and late look).
         samples = [animator.render(*schedule[i]) for i in sorted({0, len(schedule) // 2, len(schedule) - 1})]
+        if recording.frames is not None:
+            # The env's own frames too: their small objects (a pole, an agent) are few pixels of a figure
+            # and would otherwise lose their exact colours to the colour maps.
+            samples += [recording.frames[t] for t in sorted({0, recording.n_steps // 2, recording.n_steps - 1})]
         write_gif(animator.frames(schedule), animation_path, fps, samples)
     else:
         write_mp4(animator.frames(schedule), animation_path, fps)

@@ -45,8 +45,9 @@ class Panel:
         rectangle per frame instead of re-colouring and re-sampling an image or re-drawing lines.  The
         spines are redrawn over it so the frame of the axes stays intact.
         """
-        curtain = Rectangle((0, 0), 1e9, 1, transform=ax.get_xaxis_transform(), facecolor=colour,
-                            edgecolor="none", zorder=10)
+        low, high = ax.get_xlim()
+        curtain = Rectangle((low, 0), abs(high - low) + 1, 1, transform=ax.get_xaxis_transform(),
+                            facecolor=colour, edgecolor="none", zorder=10)
         ax.add_patch(curtain)
         self._animate(curtain, *ax.spines.values())
         return curtain
@@ -69,10 +70,15 @@ class FramePanel(Panel):
                     ha="center", va="center", fontsize=9, transform=ax.transAxes)
             self.image = None
             return
-        cmap = None if self.images.ndim == 4 else "coolwarm"
-        self.image = ax.imshow(self.images[0], cmap=cmap, interpolation="nearest", aspect="equal")
-        if self.images.ndim == 3:  # a vector observation drawn as a strip
-            self.image.set_clim(-robust_limit(self.images), robust_limit(self.images))
+        self.image = ax.imshow(self.images[0], interpolation="nearest", aspect="equal")
+        if self.images.ndim == 3:  # one value per cell (a vector strip, an index grid): a colour map
+            if self.images.min() >= 0:
+                self.image.set_cmap("viridis")
+                self.image.set_clim(0, max(float(self.images.max()), 1e-6))
+            else:
+                limit = robust_limit(self.images)
+                self.image.set_cmap("coolwarm")
+                self.image.set_clim(-limit, limit)
         self.title = ax.set_title(" " * 40, fontsize=10)
         # The image is redrawn every frame; its axes frame must be redrawn over it.
         self._animate(self.image, *ax.spines.values(), self.title)
@@ -179,9 +185,8 @@ class ActionPanel(Panel):
             ax.set_ylabel("probability")
             ax.set_title("action probabilities at this tick", fontsize=10)
         self.labels = [ax.text(i, 0, "", ha="center", va="bottom", fontsize=7) for i in range(n)] if n <= 8 else []
-        if self.kind == DISCRETE:
-            ax.bar([0], [0], color=CHOSEN_COLOUR, label="action taken")  # legend entry only
-            ax.legend(loc="upper right", fontsize=7, frameon=False)
+        if self.kind == DISCRETE:  # said in the title: a legend would collide with tall bars
+            ax.set_title("action probabilities this tick (orange: taken)", fontsize=9)
         self._animate(*self.bars, *self.labels)
 
     def update(self, t: int, k: int) -> None:
@@ -254,6 +259,8 @@ def _observation_images(recording: Recording) -> np.ndarray | None:
     obs = recording.observations
     if isinstance(obs, dict):
         return None
+    if obs.ndim == 4 and obs.shape[-1] == 3 and obs.dtype.kind in "iu" and obs.max() < 32:
+        return obs[..., 0].astype(np.float32)  # a MiniGrid (object, colour, state) grid: show the objects
     if obs.ndim == 4 and obs.shape[-1] in (1, 3):
         return obs if obs.shape[-1] == 3 else obs[..., 0]
     if obs.ndim == 4 and obs.shape[1] in (1, 3):  # channel-first pixels

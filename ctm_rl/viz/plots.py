@@ -21,7 +21,7 @@ from ctm_rl.viz.analysis import pca_2d, select_neurons
 from ctm_rl.viz.recording import Recording
 
 # Env-step boundaries drawn at most this many times per panel; beyond, every m-th (said in the legend).
-MAX_BOUNDARIES = 60
+MAX_BOUNDARIES = 40
 TICK_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
@@ -100,7 +100,7 @@ def neuron_traces_figure(
         top.tick_params(labelsize=8)
 
     handles = [Line2D([], [], color="0.85", linewidth=2,
-                      label="env-step boundary" + (f" (every {every}th)" if every > 1 else ""))]
+                      label="env-step boundary" + (f" (one in {every})" if every > 1 else ""))]
     if n_ticks > 1:
         handles += [Line2D([], [], marker="o", linestyle="", color=TICK_COLOURS[k % len(TICK_COLOURS)],
                            label=f"tick {k + 1}") for k in range(n_ticks)]
@@ -137,6 +137,12 @@ def sync_pca_figure(recording: Recording) -> Figure:
                label=f"end (step {n_steps - 1})")
     ax.set_xlabel(f"PC 1 ({100 * ratios[0]:.0f}% of variance)")
     ax.set_ylabel(f"PC 2 ({100 * ratios[1]:.0f}% of variance)")
+    # Start and end often lie close together (the agent returns to a resting state): labels set apart
+    # in opposite directions keep both readable.
+    ax.annotate("start", coords[0], xytext=(-14, 14), textcoords="offset points", ha="right", fontsize=9,
+                color="tab:green", arrowprops={"arrowstyle": "-", "color": "tab:green", "linewidth": 0.8})
+    ax.annotate("end", coords[-1], xytext=(14, -14), textcoords="offset points", ha="left", va="top",
+                fontsize=9, color="tab:red", arrowprops={"arrowstyle": "-", "color": "tab:red", "linewidth": 0.8})
     ax.legend(loc="best", fontsize=9)
     colourbar = fig.colorbar(scatter, ax=ax)
     colourbar.set_label("env step")
