@@ -39,7 +39,7 @@ def build(agent: str, device: str):
     bptt = 10 if agent == "ctm-chunk10" else None
     model = CTMPPO("CTMPolicy", env, bptt_steps=bptt, policy_kwargs=CTM_KWARGS, **common)
     if agent == "ctm-compiled":
-        model.policy.ctm.tick = torch.compile(model.policy.ctm.tick, dynamic=False)
+        model.policy.ctm._tick = torch.compile(model.policy.ctm._tick, dynamic=False)
     return model
 
 

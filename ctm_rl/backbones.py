@@ -34,6 +34,13 @@ def is_symbolic_grid(space: gym.Space) -> bool:
     )
 
 
+def has_symbolic_grid(space: gym.Space) -> bool:
+    """True if ``space`` is, or (for Dict spaces) contains, a MiniGrid index grid."""
+    if isinstance(space, spaces.Dict):
+        return any(is_symbolic_grid(s) for s in space.spaces.values())
+    return is_symbolic_grid(space)
+
+
 class ClassicControlBackbone(BaseFeaturesExtractor):
     """The reference's vector backbone: flatten, then two ``Linear -> GLU -> LayerNorm`` blocks."""
 

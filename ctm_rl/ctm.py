@@ -247,11 +247,6 @@ class ContinuousThoughtMachine(nn.Module):
             self.start_activated_trace.unsqueeze(0).expand(batch_size, -1, -1),
         )
 
-    def reset_state(self, state: CTMState, episode_starts: torch.Tensor) -> CTMState:
-        """Replace the histories of envs whose episode starts (``episode_starts`` is ``(B,)``, 0/1)."""
-        pre, post = self._reset(state.pre.transpose(0, 1), state.post.transpose(0, 1), episode_starts)
-        return CTMState(pre.transpose(0, 1), post.transpose(0, 1))
-
     def _reset(self, pre: torch.Tensor, post: torch.Tensor, episode_starts: torch.Tensor):
         """Neuron-major reset: start traces where ``episode_starts`` is set."""
         mask = episode_starts.to(torch.bool).view(1, -1, 1)

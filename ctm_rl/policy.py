@@ -21,23 +21,8 @@ from stable_baselines3.common.torch_layers import MlpExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-from ctm_rl.backbones import CTMBackbone, is_symbolic_grid
+from ctm_rl.backbones import CTMBackbone, has_symbolic_grid
 from ctm_rl.ctm import ContinuousThoughtMachine, CTMRecording, CTMState
-
-# Names of the CTM core's hyper-parameters accepted in ``policy_kwargs``.
-CTM_KWARGS = (
-    "d_model",
-    "iterations",
-    "memory_length",
-    "memory_hidden_dims",
-    "deep_nlms",
-    "synapse_depth",
-    "n_synch_out",
-    "neuron_select_type",
-    "continuous_state_trace",
-    "dropout",
-    "do_layernorm_nlm",
-)
 
 
 class SyncExtractor(nn.Module):
@@ -64,12 +49,6 @@ class SyncExtractor(nn.Module):
 
     def forward_critic(self, sync: torch.Tensor) -> torch.Tensor:
         return self.mlp.forward_critic(self.norm(sync))
-
-
-def _has_symbolic_grid(space: spaces.Space) -> bool:
-    if isinstance(space, spaces.Dict):
-        return any(is_symbolic_grid(s) for s in space.spaces.values())
-    return is_symbolic_grid(space)
 
 
 class CTMPolicy(ActorCriticPolicy):
@@ -164,7 +143,7 @@ class CTMPolicy(ActorCriticPolicy):
             features_extractor_kwargs=dict(d_input=d_input, backbone=self.backbone),
             share_features_extractor=True,
             # MiniGrid index grids look like uint8 images to SB3 but must reach the embeddings unscaled.
-            normalize_images=not _has_symbolic_grid(observation_space),
+            normalize_images=not has_symbolic_grid(observation_space),
             optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs,
         )

@@ -24,6 +24,7 @@ from stable_baselines3.common.utils import FloatSchedule, explained_variance, ob
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from stable_baselines3.common.vec_env.patch_gym import _patch_env
 
+from ctm_rl.backbones import has_symbolic_grid
 from ctm_rl.buffer import CTMDictRolloutBuffer, CTMRolloutBuffer
 from ctm_rl.ctm import CTMState
 from ctm_rl.official import (
@@ -32,7 +33,7 @@ from ctm_rl.official import (
     policy_kwargs_from_args,
     read_checkpoint,
 )
-from ctm_rl.policy import CnnCTMPolicy, CTMPolicy, MultiInputCTMPolicy, _has_symbolic_grid
+from ctm_rl.policy import CnnCTMPolicy, CTMPolicy, MultiInputCTMPolicy
 
 SelfCTMPPO = TypeVar("SelfCTMPPO", bound="CTMPPO")
 
@@ -124,7 +125,7 @@ class CTMPPO(OnPolicyAlgorithm):
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
         """SB3's wrapping, except that MiniGrid index grids are never transposed as if they were images."""
-        if not _has_symbolic_grid(env.observation_space):
+        if not has_symbolic_grid(env.observation_space):
             return OnPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
         if not isinstance(env, VecEnv):
             env = _patch_env(env)
