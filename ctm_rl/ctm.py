@@ -286,7 +286,9 @@ class ContinuousThoughtMachine(nn.Module):
             pre, post = self._tick(features, pre, post)
             if record:
                 ticks.append((pre[..., -1].t(), post[..., -1].t(), self._synchronisation(post)))
-        return self._synchronisation(post), pre, post, ticks
+        # When recording, the last tick's synchronisation is the step's output: don't compute it twice.
+        sync = ticks[-1][2] if record else self._synchronisation(post)
+        return sync, pre, post, ticks
 
     def forward(
         self,
