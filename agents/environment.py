@@ -3,7 +3,8 @@
 Every env is a Monitor-wrapped gymnasium env inside a ``VecEnv``; reward/observation normalisation
 (``VecNormalize``) and frame stacking (``VecFrameStack``, for the ``framestack`` agent) wrap the vector
 env, in RL-Zoo's order.  MiniGrid ``(object, colour, state)`` index grids are flattened to vectors for
-agents that do not embed them (they are categorical indices, not pixels).
+agents that do not embed them (they are categorical indices, not pixels), and Dict observations to one
+vector for the ``framestack`` agent.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecNormalize
 
 from agents.registry import AgentSpec
-from ctm_rl.backbones import is_symbolic_grid
+from ctm_rl.backbones import has_symbolic_grid, is_symbolic_grid
 from ctm_rl.config import EnvConfig, ExperimentConfig, import_object
 from ctm_rl.errors import ConfigError, ModelFileError, did_you_mean
 from ctm_rl.signals import sigint_ignored
@@ -74,7 +75,11 @@ def env_factory(config: EnvConfig, agent: AgentSpec, render_mode: str | None = N
         env = gym.make(env_id, max_episode_steps=config.max_episode_steps, **kwargs)
         for wrapper, wrapper_kwargs in wrappers:
             env = wrapper(env, **wrapper_kwargs)
-        if not agent.embeds_symbolic_grids and is_symbolic_grid(env.observation_space):
+        space = env.observation_space
+        if (not agent.embeds_symbolic_grids and has_symbolic_grid(space)) or (
+                agent.frame_stack and isinstance(space, spaces.Dict)):
+            # One vector (one-hot for Discrete parts such as MiniGrid's direction): index grids are not
+            # images for SB3's CNN extractor, and VecFrameStack stacks Box observations only.
             env = FlattenObservation(env)
         return env
 

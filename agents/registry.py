@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
@@ -25,6 +26,8 @@ class AgentSpec:
     :param frame_stack: if positive, the agent sees this many stacked frames (``VecFrameStack``).
     :param embeds_symbolic_grids: the policy embeds MiniGrid ``(object, colour, state)`` index grids
         itself; other agents get them flattened to vectors (they are categorical, not pixels).
+    :param width_option: the ``policy_kwargs`` key that sets the network's width, which
+        ``--match-params`` tunes to match another agent's parameter count.
     """
 
     name: str
@@ -34,6 +37,12 @@ class AgentSpec:
     dict_policy: str
     frame_stack: int = 0
     embeds_symbolic_grids: bool = False
+    width_option: str = "net_arch"
+
+    def width_kwargs(self, width: int) -> dict[str, Any]:
+        """The ``policy_kwargs`` that give the network width ``width`` (two hidden layers for ``net_arch``,
+        SB3's default depth)."""
+        return {self.width_option: [width, width] if self.width_option == "net_arch" else width}
 
     @property
     def recurrent(self) -> bool:
@@ -49,9 +58,9 @@ AGENTS: dict[str, AgentSpec] = {
     spec.name: spec
     for spec in (
         AgentSpec("ctm", "Continuous Thought Machine policy, recurrent PPO (CTMPPO)", CTMPPO,
-                  "CTMPolicy", "MultiInputCTMPolicy", embeds_symbolic_grids=True),
+                  "CTMPolicy", "MultiInputCTMPolicy", embeds_symbolic_grids=True, width_option="d_model"),
         AgentSpec("lstm", "LSTM policy, recurrent PPO (sb3-contrib RecurrentPPO)", RecurrentPPO,
-                  "MlpLstmPolicy", "MultiInputLstmPolicy"),
+                  "MlpLstmPolicy", "MultiInputLstmPolicy", width_option="lstm_hidden_size"),
         AgentSpec("mlp", "memoryless MLP policy, PPO (Stable-Baselines3)", PPO,
                   "MlpPolicy", "MultiInputPolicy"),
         AgentSpec("framestack", "MLP policy on the last 4 observations, PPO (VecFrameStack)", PPO,

@@ -18,22 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from envs.navigation import NavigationEnv
-
-
-def run_episode(env: gym.Env, seed: int, rng: np.random.Generator | None) -> tuple[float, int, bool]:
-    """One episode with the oracle (``rng is None``) or random actions; (return, length, success)."""
-    raw = env.unwrapped
-    assert isinstance(raw, NavigationEnv)
-    env.reset(seed=seed)
-    total, steps = 0.0, 0
-    while True:
-        action = raw.optimal_action() if rng is None else int(rng.integers(env.action_space.n))
-        _, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
-        steps += 1
-        if terminated or truncated:
-            return total, steps, bool(info["is_success"])
+from envs.navigation import NavigationEnv, play_episode
 
 
 def main() -> None:
@@ -50,7 +35,7 @@ def main() -> None:
         env = gym.make(env_id)
         if not isinstance(env.unwrapped, NavigationEnv):
             continue
-        oracle = [run_episode(env, seed, None) for seed in range(args.episodes)]
+        oracle = [play_episode(env, seed, None) for seed in range(args.episodes)]
         assert all(success for *_, success in oracle), f"oracle failed on {env_id}"
         returns, lengths = zip(*((r, n) for r, n, _ in oracle))
         row = f"| {env_id} | {np.mean(returns):.3f} | {np.mean(lengths):.1f} | {env.unwrapped.max_steps} |"
@@ -58,7 +43,7 @@ def main() -> None:
             row += " - | - |"
         else:
             rng = np.random.default_rng(0)
-            rand = [run_episode(env, seed, rng) for seed in range(args.episodes)]
+            rand = [play_episode(env, seed, rng) for seed in range(args.episodes)]
             row += f" {np.mean([r for r, _, _ in rand]):.3f} | {np.mean([s for *_, s in rand]):.0%} |"
         print(row, flush=True)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any, SupportsFloat
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.core import ActType, ObsType
@@ -175,3 +176,32 @@ class NavigationEnv(MiniGridEnv):
                 self.see_through_walls,
             )
         return {"image": image, "direction": int(self.agent_dir)}
+
+
+def play_episode(env: gym.Env, seed: int, rng: np.random.Generator | None = None) -> tuple[float, int, bool]:
+    """One episode of the navigation env ``env`` (wrappers allowed) from ``reset(seed=seed)``, acting with
+    the shortest-path oracle (``rng is None``) or uniformly at random; ``(return, length, success)``."""
+    raw = env.unwrapped
+    if not isinstance(raw, NavigationEnv):
+        raise TypeError(f"{type(raw).__name__} is not a NavigationEnv: it has no oracle")
+    env.reset(seed=seed)
+    total, steps = 0.0, 0
+    while True:
+        action = raw.optimal_action() if rng is None else int(rng.integers(env.action_space.n))
+        _, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        steps += 1
+        if terminated or truncated:
+            return total, steps, bool(info["is_success"])
+
+
+def oracle_mean_return(env_id: str, episodes: int = 50) -> float | None:
+    """The shortest-path oracle's mean return over seeds ``0 .. episodes-1`` of ``env_id``: the best mean
+    return an agent can get there (a ceiling for learning curves); ``None`` if the env has no oracle."""
+    env = gym.make(env_id)
+    try:
+        if not isinstance(env.unwrapped, NavigationEnv):
+            return None
+        return float(np.mean([play_episode(env, seed)[0] for seed in range(episodes)]))
+    finally:
+        env.close()

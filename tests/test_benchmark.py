@@ -95,6 +95,66 @@ def test_bad_input_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "out").exists()  # nothing is written before every input is checked
 
 
+# --- parameter matching, oracle ceiling, Ray -------------------------------------------------------------
+
+
+def test_match_params_sizes_the_other_agents_like_the_ctm(tmp_path: Path) -> None:
+    from ctm_rl.bench.harness import base_config, plan
+
+    tasks = plan(["ctm", "lstm", "mlp"], [ENV], [0], tmp_path, base_config(None), TINY_OPTIONS[1::2],
+                 192, match_params="ctm")
+    counts = {task.agent: task.n_params for task in tasks}
+    configs = {task.agent: task.config["policy_kwargs"] for task in tasks}
+    assert configs["ctm"]["d_model"] == 8 and "lstm_hidden_size" not in configs["ctm"]
+    assert configs["lstm"]["lstm_hidden_size"] >= 1 and len(configs["mlp"]["net_arch"]) == 2
+    for agent in ("lstm", "mlp"):  # one unit of width changes the count by a few percent at this size
+        assert abs(counts[agent] - counts["ctm"]) <= 0.05 * counts["ctm"], counts
+    unmatched = {t.agent: t.n_params for t in plan(["ctm", "lstm"], [ENV], [0], tmp_path, base_config(None),
+                                                   TINY_OPTIONS[1::2], 192)}
+    assert unmatched["ctm"] == counts["ctm"] and unmatched["lstm"] > 10 * counts["ctm"]  # default 256 units
+
+
+def test_summary_reports_parameter_counts(finished: Path) -> None:
+    summary = (finished / "summary.md").read_text()
+    assert "| agent | params |" in summary
+    assert "Oracle: none." in summary  # CartPole has no shortest-path oracle
+
+
+def test_oracle_ceiling_of_navigation_envs() -> None:
+    from envs.navigation import oracle_mean_return
+
+    # The memory corridor's step limit makes the oracle's return 0.91 at every length (docs/ENVS.md).
+    assert oracle_mean_return("CTM/Memory-L4-v0", episodes=5) == pytest.approx(0.91, abs=1e-6)
+    assert oracle_mean_return(ENV) is None
+
+
+def test_ray_path_trains_the_same_runs_into_the_same_layout(
+        tmp_path: Path, finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a local Ray instance
+    try:
+        out = tmp_path / "ray"
+        assert main(benchmark_args(out, "--threshold", "10", "--ray-address", "auto")) == 0
+        assert "as Ray tasks" in capsys.readouterr().out
+    finally:
+        ray.shutdown()
+    assert [p.relative_to(out) for p in final_models(out)] == [p.relative_to(finished)
+                                                               for p in final_models(finished)]
+    assert len(list((out / "logs").glob("*.log"))) == 4
+    local, remote = ((d / "results.csv").read_text().splitlines() for d in (finished, out))
+    # Same seeds, same configs: the same evaluation returns (the time column aside).
+    assert [line.rsplit(",", 1)[0] for line in remote] == [line.rsplit(",", 1)[0] for line in local]
+    assert main(benchmark_args(out, "--ray-address", "auto")) == 0  # finished runs are skipped
+    assert "4 of 4 runs already finished: skipped" in capsys.readouterr().out
+
+
+def test_ray_address_without_a_cluster_is_one_error_line(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray")
+    code = main(benchmark_args(tmp_path / "out", "--ray-address", "127.0.0.1:1"))
+    assert_one_error_line(code, capsys, "cannot connect to the Ray cluster")
+
+
 # --- statistics -----------------------------------------------------------------------------------------
 
 

@@ -24,11 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (resumable)")
     parser.add_argument("--workers", type=int, default=2, metavar="W",
                         help="parallel training processes, one torch thread each (default 2)")
+    parser.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                        help="run the training runs as tasks of this existing Ray cluster instead of local "
+                             "processes (pip install 'ctm-rl[ray]'); results land in --out as usual")
     parser.add_argument("--config", type=Path, metavar="BASE_CONFIG",
                         help="base experiment config; agent, env id, seed and length are set per run "
                              "(default: built-in, the hyper-parameters of configs/cartpole_masked.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base-config value, e.g. --set eval.freq=5000 (repeatable)")
+    parser.add_argument("--match-params", metavar="AGENT",
+                        help="on each env, give the other agents' networks the width that makes their "
+                             "parameter count closest to AGENT's (e.g. ctm); the counts are in the report")
     parser.add_argument("--threshold", dest="thresholds", action="append", default=[], metavar="[ID=]VALUE",
                         help="return for 'steps to threshold', for all envs or one env id (repeatable; "
                              "default: the env's registered reward_threshold, if any)")
@@ -76,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} exists and is not a directory")
     tasks = plan(agents, env_ids, range(args.seeds), args.out, base_config(args.config), args.overrides,
-                 args.total_timesteps)
+                 args.total_timesteps, args.match_params)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = run_all(tasks, args.workers)
+    results = run_all(tasks, args.workers, ray_address=args.ray_address)
     for path in write_report(results, args.out, thresholds):
         print(path)
     failed = [result for result in results if result.status in ("failed", "stopped")]

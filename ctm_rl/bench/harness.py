@@ -13,8 +13,15 @@ settings.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import multiprocessing
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +32,7 @@ from typing import Any
 
 from agents import get_agent, probe_spaces, resolve_options
 from agents.environment import check_env_id
+from agents.sizing import count_parameters, matching_width
 from ctm_rl.config import ExperimentConfig, apply_overrides, build_dataclass, dump_config, read_config_file
 from ctm_rl.errors import UserError
 from ctm_rl.runs import RunDir, atomic_save
@@ -39,8 +47,8 @@ DEFAULT_BASE: dict[str, Any] = {
     "env": {"id": "CTM/CartPoleNoVel-v1", "n_envs": 8, "normalize_reward": True},
     "policy_kwargs": {"d_model": 64, "d_input": 64, "memory_length": 4, "memory_hidden_dims": 4,
                       "n_synch_out": 16, "iterations": 2},
-    "algo_kwargs": {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "learning_rate": "lin_1e-3",
-                    "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.01, "vf_coef": 0.5},
+    "algo_kwargs": {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "bptt_steps": 16,
+                    "learning_rate": "lin_1e-3", "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.01, "vf_coef": 0.5},
     "total_timesteps": 100_000,
     "eval": {"freq": 10_000, "n_episodes": 10, "deterministic": True},
     "checkpoint_freq": 0,  # a benchmark run restarts rather than resumes: no periodic checkpoints
@@ -64,6 +72,7 @@ class RunTask:
     config: dict[str, Any]  # the raw config, validated already; plain data so it pickles to a worker
     run_dir: Path
     log_path: Path
+    n_params: int | None = None  # the policy's parameter count
 
     @property
     def label(self) -> str:
@@ -96,34 +105,47 @@ def base_config(path: Path | None) -> dict[str, Any]:
 
 
 def plan(agents: Sequence[str], env_ids: Sequence[str], seeds: Iterable[int], out: Path,
-         base: dict[str, Any], overrides: Sequence[str] = (), total_timesteps: int | None = None
-         ) -> list[RunTask]:
+         base: dict[str, Any], overrides: Sequence[str] = (), total_timesteps: int | None = None,
+         match_params: str | None = None) -> list[RunTask]:
     """Every (agent, env, seed) run, each config validated, and every agent checked on every env.
 
+    :param match_params: an agent name: on each env, every other agent's network width
+        (``AgentSpec.width_option``) is set so that its parameter count is as close as it gets to this
+        agent's (which keeps its config).
     Raises :class:`~ctm_rl.errors.UserError` (one line) for an unknown agent or env id, a bad override
     or option name, or an agent that cannot act in an env, before anything is trained.
     """
-    for agent in agents:
+    for agent in [*agents, *([match_params] if match_params else [])]:
         get_agent(agent)
     for env_id in env_ids:
         check_env_id(env_id)
     seeds = list(seeds)
     tasks = []
+    length = [f"total_timesteps={total_timesteps}"] if total_timesteps is not None else []
+
+    def raw_config(agent: str, env_id: str) -> dict[str, Any]:
+        return apply_overrides(base, [*overrides, f"agent={agent}", f"env.id={env_id}", *length])
+
     for env_id in env_ids:
+        target = None
+        if match_params:
+            target = count_parameters(build_dataclass(ExperimentConfig, raw_config(match_params, env_id)))
         for agent in agents:
-            fixed = [f"agent={agent}", f"env.id={env_id}"]
-            if total_timesteps is not None:
-                fixed.append(f"total_timesteps={total_timesteps}")
-            raw = apply_overrides(base, [*overrides, *fixed])
+            raw = raw_config(agent, env_id)
             config = build_dataclass(ExperimentConfig, raw)
             spec = get_agent(agent)
             observation_space, _ = probe_spaces(config.env, spec)
             # Option names are checked here too, so that a misspelt --set fails now rather than in every run.
             resolve_options(spec, config, spec.policy_for(observation_space))
+            if target is not None and agent != match_params:
+                width, _ = matching_width(config, target)
+                raw["policy_kwargs"] = {**raw.get("policy_kwargs", {}), **spec.width_kwargs(width)}
+                config = build_dataclass(ExperimentConfig, raw)
+            n_params = count_parameters(config)
             for seed in seeds:
                 run_dir = out / "runs" / slug(env_id) / agent / f"seed_{seed}"
                 log_path = out / "logs" / f"{slug(env_id)}_{agent}_seed_{seed}.log"
-                tasks.append(RunTask(agent, env_id, seed, {**raw, "seed": seed}, run_dir, log_path))
+                tasks.append(RunTask(agent, env_id, seed, {**raw, "seed": seed}, run_dir, log_path, n_params))
     return tasks
 
 
@@ -187,10 +209,9 @@ def train_one(task: RunTask) -> RunResult:
     return RunResult(task, "trained", wall, outcome.timesteps)
 
 
-def run_all(tasks: Sequence[RunTask], workers: int, log: Callable[[str], None] = print) -> list[RunResult]:
-    """Train the unfinished ``tasks`` on ``workers`` processes; finished ones are only read back."""
-    results = []
-    pending = []
+def _pending(tasks: Sequence[RunTask], log: Callable[[str], None]) -> tuple[list[RunResult], list[RunTask]]:
+    """The results of the finished ``tasks`` (read back) and the tasks still to train."""
+    results, pending = [], []
     for task in tasks:
         if task.finished:
             check_finished_config(task)
@@ -199,10 +220,32 @@ def run_all(tasks: Sequence[RunTask], workers: int, log: Callable[[str], None] =
             pending.append(task)
     if results:
         log(f"{len(results)} of {len(tasks)} runs already finished: skipped")
-    if not pending:
-        return results
+    return results, pending
+
+
+def _report_done(done: int, total: int, result: RunResult, log: Callable[[str], None]) -> None:
+    speed = f", {result.wall_s:.0f} s" if result.wall_s is not None else ""
+    log(f"[{done}/{total}] {result.task.label}: {result.status}{speed}")
+
+
+def run_all(tasks: Sequence[RunTask], workers: int, log: Callable[[str], None] = print,
+            ray_address: str | None = None) -> list[RunResult]:
+    """Train the unfinished ``tasks`` on ``workers`` local processes, or as tasks of the Ray cluster at
+    ``ray_address`` (``auto``, ``HOST:PORT``); finished ones are only read back."""
+    results, pending = _pending(tasks, log)
+    if pending:
+        if ray_address is not None:
+            results += _run_on_ray(pending, ray_address, log)
+        else:
+            results += _run_locally(pending, workers, log)
+    order = {task.run_dir: index for index, task in enumerate(tasks)}
+    return sorted(results, key=lambda result: order[result.task.run_dir])
+
+
+def _run_locally(pending: Sequence[RunTask], workers: int, log: Callable[[str], None]) -> list[RunResult]:
     log(f"training {len(pending)} runs on {min(workers, len(pending))} worker processes "
         f"(logs in {pending[0].log_path.parent})")
+    results = []
     # spawn: a fresh interpreter per worker; forking a process that has used torch's thread pools can hang.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=context,
@@ -210,14 +253,95 @@ def run_all(tasks: Sequence[RunTask], workers: int, log: Callable[[str], None] =
         futures = [pool.submit(train_one, task) for task in pending]
         try:
             for done, future in enumerate(as_completed(futures), start=1):
-                result = future.result()
-                speed = f", {result.wall_s:.0f} s" if result.wall_s is not None else ""
-                log(f"[{done}/{len(pending)}] {result.task.label}: {result.status}{speed}")
-                results.append(result)
+                results.append(future.result())
+                _report_done(done, len(pending), results[-1], log)
         except BaseException:
             # Ctrl-C (or a broken worker): queued runs must not start while the pool shuts down.
             for future in futures:
                 future.cancel()
             raise
-    order = {task.run_dir: index for index, task in enumerate(tasks)}
-    return sorted(results, key=lambda result: order[result.task.run_dir])
+    return results
+
+
+# --- Ray -------------------------------------------------------------------------------------------------
+# A Ray task trains into a temporary folder on whichever node runs it and returns that folder as a tar
+# archive, which the driver unpacks into --out: the layout is the same as a local benchmark's, and no
+# shared filesystem is needed.
+
+_RUN_MEMBER, _LOG_MEMBER = "run", "run.log"
+
+
+def train_packed(task: RunTask) -> tuple[str, float | None, int | None, bytes]:
+    """Train ``task`` in a temporary folder; ``(status, wall_s, timesteps, tar archive of run and log)``."""
+    with tempfile.TemporaryDirectory(prefix="ctm-rl-bench-") as tmp:
+        local = dataclasses.replace(task, run_dir=Path(tmp) / _RUN_MEMBER, log_path=Path(tmp) / _LOG_MEMBER)
+        result = train_one(local)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            for member in (_RUN_MEMBER, _LOG_MEMBER):
+                if (Path(tmp) / member).exists():
+                    archive.add(Path(tmp) / member, arcname=member)
+    return result.status, result.wall_s, result.timesteps, buffer.getvalue()
+
+
+def unpack_run(task: RunTask, archive_bytes: bytes) -> None:
+    """Put a :func:`train_packed` archive in place: the run folder replaces ``task.run_dir`` (whole,
+    by a rename, so a half-written run never looks finished), the log goes to ``task.log_path``."""
+    task.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    task.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=task.run_dir.parent, prefix=".unpack-") as tmp:
+        with tarfile.open(fileobj=io.BytesIO(archive_bytes), mode="r:gz") as archive:
+            archive.extractall(tmp, filter="data")
+        if (Path(tmp) / _LOG_MEMBER).exists():
+            os.replace(Path(tmp) / _LOG_MEMBER, task.log_path)
+        if (Path(tmp) / _RUN_MEMBER).exists():
+            if task.run_dir.exists():  # an unfinished run from before: trained again, as locally
+                shutil.rmtree(task.run_dir)
+            os.replace(Path(tmp) / _RUN_MEMBER, task.run_dir)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast (Ray itself retries for minutes) if nothing listens at ``HOST:PORT``."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot connect to the Ray cluster at {address!r}: {error}") from None
+
+
+def _run_on_ray(pending: Sequence[RunTask], address: str, log: Callable[[str], None]) -> list[RunResult]:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--ray-address needs Ray: pip install 'ctm-rl[ray]'") from None
+    if ":" in address and not ray.is_initialized():
+        _check_reachable(address)
+    try:
+        # An already connected driver (e.g. a notebook's, or a test's local instance) is reused.
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise UserError(f"cannot connect to the Ray cluster at {address!r}: {error}") from None
+    remote = ray.remote(num_cpus=1)(train_packed)
+    log(f"training {len(pending)} runs as Ray tasks on the cluster at {address} "
+        f"({ray.cluster_resources().get('CPU', 0):g} CPUs)")
+    by_ref = {remote.remote(task): task for task in pending}
+    results = []
+    waiting = list(by_ref)
+    try:
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            task = by_ref[ready[0]]
+            try:
+                status, wall, timesteps, archive = ray.get(ready[0])
+            except ray.exceptions.RayError as error:  # the task's node or worker died
+                log(f"{task.label}: Ray task failed: {str(error).splitlines()[0]}")
+                results.append(RunResult(task, "failed"))
+            else:
+                unpack_run(task, archive)
+                results.append(RunResult(task, status, wall, timesteps))
+            _report_done(len(results), len(pending), results[-1], log)
+    except BaseException:
+        for ref in waiting:  # Ctrl-C: queued runs must not go on training on the cluster
+            ray.cancel(ref, force=True)
+        raise
+    return results

@@ -20,8 +20,10 @@ from ctm_rl.bench import stats
 from ctm_rl.bench.harness import RunResult, slug
 from ctm_rl.bench.stats import bootstrap_ci, curve_ci, first_step_reaching
 from ctm_rl.runs import EVALUATION_FIELDS, RunDir
+from envs.navigation import oracle_mean_return
 
 RESULT_FIELDS = ("agent", "env", "seed", *EVALUATION_FIELDS)
+ORACLE_EPISODES = 50  # seeded episodes behind the oracle's mean return (the plots' ceiling)
 
 
 def read_evaluations(run_dir: Path) -> list[dict[str, str]]:
@@ -102,7 +104,7 @@ def _mean_of(values: Sequence[float | None]) -> float | None:
 
 
 def summary_markdown(results: Sequence[RunResult], rows: Sequence[Mapping[str, object]],
-                     thresholds: Mapping[str, float | None]) -> str:
+                     thresholds: Mapping[str, float | None], ceilings: Mapping[str, float | None]) -> str:
     """The markdown report: per env, one line per agent; then one line per run."""
     agents = list(dict.fromkeys(result.task.agent for result in results))
     env_ids = list(dict.fromkeys(result.task.env_id for result in results))
@@ -113,29 +115,36 @@ def summary_markdown(results: Sequence[RunResult], rows: Sequence[Mapping[str, o
          "evaluation (mean return over its evaluation episodes). IQM = interquartile mean over seeds. "
          f"[95% CI]: percentile bootstrap over seeds, {stats.BOOTSTRAP_RESAMPLES} resamples, "
          f"seed {stats.BOOTSTRAP_SEED}. Steps to threshold: first evaluation step at which the mean over "
-         "seeds reached the threshold."), "",
+         "seeds reached the threshold. Params: the policy's parameter count. Oracle: the shortest-path "
+         f"oracle's mean return over seeds 0..{ORACLE_EPISODES - 1}, the best an agent can do (navigation "
+         "envs only)."), "",
     ]
     for env_id in env_ids:
         threshold = thresholds.get(env_id)
+        ceiling = ceilings.get(env_id)
         lines += [f"## {env_id}", "",
-                  f"Threshold: {_number(threshold) if threshold is not None else 'none'}", "",
-                  ("| agent | seeds | final mean return [95% CI] | final IQM [95% CI] | steps to threshold "
-                   "| wall-clock s / run | steps/s / run |"),
-                  "|---|---|---|---|---|---|---|"]
+                  (f"Threshold: {_number(threshold) if threshold is not None else 'none'}. "
+                   f"Oracle: {_number(ceiling, 3) if ceiling is not None else 'none'}."),
+                  "",
+                  ("| agent | params | seeds | final mean return [95% CI] | final IQM [95% CI] | "
+                   "steps to threshold | wall-clock s / run | steps/s / run |"),
+                  "|---|---|---|---|---|---|---|---|"]
         for agent in agents:
             ours = [r for r in results if r.task.agent == agent and r.task.env_id == env_id]
             curves = align_curves([row for row in rows if row["agent"] == agent and row["env"] == env_id])
             wall = _number(_mean_of([r.wall_s for r in ours]), 0)
             speed = _number(_mean_of([r.steps_per_s for r in ours]), 0)
+            n_params = ours[0].task.n_params if ours else None
+            params = f"{n_params:,}" if n_params is not None else "-"
             if curves is None:
-                lines.append(f"| {agent} | 0 | no evaluations | - | - | {wall} | {speed} |")
+                lines.append(f"| {agent} | {params} | 0 | no evaluations | - | - | {wall} | {speed} |")
                 continue
             reached = "-"
             if threshold is not None:
                 step = first_step_reaching(curves.steps, curves.mean, threshold)
                 reached = "not reached" if step is None else str(step)
-            lines.append(f"| {agent} | {len(curves.seeds)} | {bootstrap_ci(curves.final, 'mean').format()} | "
-                         f"{bootstrap_ci(curves.final, 'iqm').format()} | {reached} | {wall} | {speed} |")
+            lines.append(f"| {agent} | {params} | {len(curves.seeds)} | "
+                         f"{bootstrap_ci(curves.final, 'mean').format()} | {bootstrap_ci(curves.final, 'iqm').format()} | {reached} | {wall} | {speed} |")
         lines.append("")
     lines += ["## Runs", "",
               "| env | agent | seed | status | final return | timesteps | wall-clock s | steps/s |",
@@ -150,8 +159,10 @@ def summary_markdown(results: Sequence[RunResult], rows: Sequence[Mapping[str, o
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(env_id: str, curves: Mapping[str, Curves], threshold: float | None, path: Path) -> None:
-    """Mean evaluation return over seeds with its shaded 95% bootstrap CI, one line per agent."""
+def plot_curves(env_id: str, curves: Mapping[str, Curves], threshold: float | None, ceiling: float | None,
+                path: Path) -> None:
+    """Mean evaluation return over seeds with its shaded 95% bootstrap CI, one line per agent; the
+    threshold and the oracle's return (``ceiling``) as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display is needed or wanted
@@ -165,6 +176,8 @@ def plot_curves(env_id: str, curves: Mapping[str, Curves], threshold: float | No
         axes.fill_between(curve.steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     if threshold is not None:
         axes.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+    if ceiling is not None:
+        axes.axhline(ceiling, color="black", linestyle=":", linewidth=1, label=f"oracle {ceiling:.3g}")
     axes.set(title=env_id, xlabel="env steps", ylabel="evaluation return (mean, 95% CI)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
@@ -177,15 +190,17 @@ def write_report(results: Sequence[RunResult], out: Path, thresholds: Mapping[st
                  ) -> list[Path]:
     """Write ``results.csv``, ``summary.md`` and one ``curves_<env>.png`` per env with curves; their paths."""
     rows = collect_rows(results)
+    env_ids = list(dict.fromkeys(result.task.env_id for result in results))
+    ceilings = {env_id: oracle_mean_return(env_id, ORACLE_EPISODES) for env_id in env_ids}
     written = [out / "results.csv", out / "summary.md"]
     write_results_csv(rows, written[0])
-    written[1].write_text(summary_markdown(results, rows, thresholds), encoding="utf-8")
-    for env_id in dict.fromkeys(result.task.env_id for result in results):
+    written[1].write_text(summary_markdown(results, rows, thresholds, ceilings), encoding="utf-8")
+    for env_id in env_ids:
         agents = dict.fromkeys(result.task.agent for result in results if result.task.env_id == env_id)
         curves = {agent: c for agent in agents
                   if (c := align_curves([r for r in rows if r["agent"] == agent and r["env"] == env_id]))}
         if curves:
             path = out / f"curves_{slug(env_id)}.png"
-            plot_curves(env_id, curves, thresholds.get(env_id), path)
+            plot_curves(env_id, curves, thresholds.get(env_id), ceilings[env_id], path)
             written.append(path)
     return written
