@@ -76,8 +76,10 @@ def env_factory(config: EnvConfig, agent: AgentSpec, render_mode: str | None = N
         for wrapper, wrapper_kwargs in wrappers:
             env = wrapper(env, **wrapper_kwargs)
         space = env.observation_space
-        if (not agent.embeds_symbolic_grids and has_symbolic_grid(space)) or (
-                agent.frame_stack and isinstance(space, spaces.Dict)):
+        flattenable = not isinstance(space, spaces.Dict) or all(
+            isinstance(part, _SIMPLE_SPACES) for part in space.spaces.values())  # else check_spaces explains
+        if flattenable and ((not agent.embeds_symbolic_grids and has_symbolic_grid(space))
+                            or (agent.frame_stack and isinstance(space, spaces.Dict))):
             # One vector (one-hot for Discrete parts such as MiniGrid's direction): index grids are not
             # images for SB3's CNN extractor, and VecFrameStack stacks Box observations only.
             env = FlattenObservation(env)

@@ -150,6 +150,17 @@ def test_minigrid_grids_are_embedded_by_the_ctm_and_flattened_for_the_others():
     assert env.observation_space.shape == (4 * 147,)
 
 
+def test_dict_observations_with_grids_are_one_vector_for_the_baselines():
+    # The navigation envs observe {"image": 7x7x3 index grid, "direction": Discrete(4)}: the CTM embeds
+    # the grid; the others see one vector (one-hot direction), which VecFrameStack can also stack.
+    config = tiny_config("mlp", "CTM/Memory-L4-v0")
+    assert isinstance(probe_spaces(config.env, get_agent("ctm"))[0], spaces.Dict)
+    for agent in ("lstm", "mlp", "framestack"):
+        assert probe_spaces(config.env, get_agent(agent))[0].shape == (147 + 4,)
+    env = make_env(config, get_agent("framestack"), n_envs=1, seed=0, training=False)
+    assert env.observation_space.shape == (4 * (147 + 4),)
+
+
 def test_minigrid_without_its_image_wrapper_is_explained():
     config = tiny_config("mlp", "MiniGrid-Empty-5x5-v0")
     with pytest.raises(ConfigError, match="add minigrid.wrappers.ImgObsWrapper to env.wrappers"):
