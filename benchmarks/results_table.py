@@ -12,7 +12,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from ctm_rl.bench.report import align_curves
+from ctm_rl.bench.report import align_curves, return_digits
 from ctm_rl.bench.stats import bootstrap_ci
 
 
@@ -35,9 +35,26 @@ def main() -> None:
             if curves is None:
                 cells.append("-")
                 continue
-            digits = 2 if abs(curves.returns).max() <= 1.0 else 1
+            digits = return_digits(curves.returns)
             cells.append(f"{bootstrap_ci(curves.final, 'iqm').format(digits)} ({len(curves.seeds)})")
         print(f"| {env_id} | " + " | ".join(cells) + " |")
+    # Envs that report success (the navigation envs): each seed's last success rate, mean over seeds.
+    successes = {}
+    for env_id in env_ids:
+        for agent in agents:
+            ours = [row for row in rows if row["agent"] == agent and row["env"] == env_id and row["success_rate"]]
+            last = {}
+            for row in sorted(ours, key=lambda row: int(row["timesteps"])):
+                last[row["seed"]] = float(row["success_rate"])
+            if last:
+                successes[env_id, agent] = sum(last.values()) / len(last)
+    success_envs = list(dict.fromkeys(env_id for env_id, _ in successes))
+    if success_envs:
+        print("\n| env (final success rate, mean over seeds) | " + " | ".join(agents) + " |")
+        print("|---|" + "---|" * len(agents))
+        for env_id in success_envs:
+            cells = [f"{successes[env_id, agent]:.0%}" if (env_id, agent) in successes else "-" for agent in agents]
+            print(f"| {env_id} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,11 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def return_digits(returns: np.ndarray) -> int:
+    """Decimals to show: 2 for returns within [-1, 1] (success-style rewards), else 1."""
+    return 2 if np.abs(returns).max(initial=0.0) <= 1.0 else 1
+
+
 def _mean_of(values: Sequence[float | None]) -> float | None:
     known = [value for value in values if value is not None]
     return sum(known) / len(known) if known else None
@@ -139,12 +144,14 @@ def summary_markdown(results: Sequence[RunResult], rows: Sequence[Mapping[str, o
             if curves is None:
                 lines.append(f"| {agent} | {params} | 0 | no evaluations | - | - | {wall} | {speed} |")
                 continue
+            digits = return_digits(curves.returns)
             reached = "-"
             if threshold is not None:
                 step = first_step_reaching(curves.steps, curves.mean, threshold)
                 reached = "not reached" if step is None else str(step)
             lines.append(f"| {agent} | {params} | {len(curves.seeds)} | "
-                         f"{bootstrap_ci(curves.final, 'mean').format()} | {bootstrap_ci(curves.final, 'iqm').format()} | {reached} | {wall} | {speed} |")
+                         f"{bootstrap_ci(curves.final, 'mean').format(digits)} | "
+                         f"{bootstrap_ci(curves.final, 'iqm').format(digits)} | {reached} | {wall} | {speed} |")
         lines.append("")
     lines += ["## Runs", "",
               "| env | agent | seed | status | final return | timesteps | wall-clock s | steps/s |",
@@ -152,7 +159,7 @@ def summary_markdown(results: Sequence[RunResult], rows: Sequence[Mapping[str, o
     for result in results:
         task = result.task
         evaluations = read_evaluations(task.run_dir) if result.status not in ("failed", "stopped") else []
-        final = _number(float(evaluations[-1]["mean_return"])) if evaluations else "-"
+        final = _number(float(evaluations[-1]["mean_return"]), 3) if evaluations else "-"
         lines.append(f"| {task.env_id} | {task.agent} | {task.seed} | {result.status} | {final} | "
                      f"{result.timesteps if result.timesteps is not None else '-'} | "
                      f"{_number(result.wall_s)} | {_number(result.steps_per_s, 0)} |")
