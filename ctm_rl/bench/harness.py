@@ -137,11 +137,13 @@ def plan(agents: Sequence[str], env_ids: Sequence[str], seeds: Iterable[int], ou
             observation_space, _ = probe_spaces(config.env, spec)
             # Option names are checked here too, so that a misspelt --set fails now rather than in every run.
             resolve_options(spec, config, spec.policy_for(observation_space))
-            if target is not None and agent != match_params:
-                width, _ = matching_width(config, target)
+            if target is None:
+                n_params = count_parameters(config)
+            elif agent == match_params:
+                n_params = target  # the reference keeps its config
+            else:
+                width, n_params = matching_width(config, target)
                 raw["policy_kwargs"] = {**raw.get("policy_kwargs", {}), **spec.width_kwargs(width)}
-                config = build_dataclass(ExperimentConfig, raw)
-            n_params = count_parameters(config)
             for seed in seeds:
                 run_dir = out / "runs" / slug(env_id) / agent / f"seed_{seed}"
                 log_path = out / "logs" / f"{slug(env_id)}_{agent}_seed_{seed}.log"
