@@ -259,20 +259,16 @@ def test_arbitrary_pickled_object_is_refused_without_running_it(tmp_path, writer
     assert _EXECUTED == []  # weights_only refused the object before building it
 
 
-def test_lstm_checkpoint_is_refused(small_checkpoint, tmp_path):
-    _, sd, args = small_checkpoint
-    path = tmp_path / "lstm.pt"
-    ref.write_checkpoint(path, sd, dict(args, model_type="lstm"))
-    with pytest.raises(CheckpointError, match="model_type 'lstm'"):
-        checkpoint_args(read_checkpoint(path))
-
-
-def test_non_first_last_selection_is_refused(small_checkpoint, tmp_path):
+@pytest.mark.parametrize(("changed", "message"), [
+    ({"model_type": "lstm"}, "model_type 'lstm'"),
     # The authors' RL agent only synchronises 'first-last' neurons; random pairs could not be reproduced.
+    ({"neuron_select_type": "random"}, "supports only 'first-last'"),
+])
+def test_checkpoints_we_cannot_reproduce_are_refused(small_checkpoint, tmp_path, changed, message):
     _, sd, args = small_checkpoint
-    path = tmp_path / "random.pt"
-    ref.write_checkpoint(path, sd, dict(args, neuron_select_type="random"))
-    with pytest.raises(CheckpointError, match="supports only 'first-last'"):
+    path = tmp_path / "refused.pt"
+    ref.write_checkpoint(path, sd, dict(args, **changed))
+    with pytest.raises(CheckpointError, match=message):
         checkpoint_args(read_checkpoint(path))
 
 
