@@ -72,6 +72,8 @@ class CTMPolicy(ActorCriticPolicy):
     :param dropout: dropout in synapses and neuron-level models.
     :param backbone: ``classic``, ``minigrid``, ``cnn`` or ``dict``; ``None`` picks one from the space.
     :param do_layernorm_nlm: the reference's ``do_normalisation`` option (off by default).
+    :param fused_backward: train with the CTM's hand-written backward pass where it applies (see
+        :class:`~ctm_rl.ctm.ContinuousThoughtMachine`); False uses autograd.
     :param sync_norm: layer-normalise the synchronisation vector before the heads (learns much faster
         from scratch; ``False`` is the reference's architecture, used for the authors' checkpoints).
     :param ortho_init: orthogonal initialisation of the heads with gain 1 (the reference's).
@@ -99,6 +101,7 @@ class CTMPolicy(ActorCriticPolicy):
         dropout: float = 0.0,
         backbone: str | None = None,
         do_layernorm_nlm: bool = False,
+        fused_backward: bool = True,
         sync_norm: bool = True,
         ortho_init: bool = True,
         use_sde: bool = False,
@@ -122,6 +125,7 @@ class CTMPolicy(ActorCriticPolicy):
             continuous_state_trace=continuous_state_trace,
             dropout=dropout,
             do_layernorm_nlm=do_layernorm_nlm,
+            fused_backward=fused_backward,
         )
         self.d_input = d_input
         self.backbone = backbone or self.default_backbone

@@ -18,6 +18,7 @@ import torch
 from gymnasium import spaces
 
 from ctm_rl.ctm import ContinuousThoughtMachine, CTMState, select_neuron_pairs
+from ctm_rl.fused import fused_parameters
 from ctm_rl.official import (
     REFERENCE_DEFAULTS,
     CheckpointError,
@@ -335,6 +336,80 @@ def test_gradients_reach_every_parameter(name):
     assert (grad_pre[:, 1:] != 0).all() and (grad_pre[:, 0] == 0).all()
     assert (grad_post[:, -1] != 0).all()  # the newest post-activation feeds the first tick's synapses
     assert (policy.ctm.decay_params_out.grad != 0).all()
+
+
+# --- the fused backward pass ----------------------------------------------------------------------------
+
+# Configurations of the fused pass: each runs 11 env steps, long enough for the sliding windows to wrap
+# around their buffers (every 2M + 1 ticks) several times.
+FUSED_CASES = {
+    "deep-nlm-2-ticks": dict(iterations=2, memory_length=4, memory_hidden_dims=3),
+    "shallow-nlm": dict(iterations=2, memory_length=3, deep_nlms=False),
+    "random-pairs": dict(iterations=1, memory_length=5, neuron_select_type="random"),
+    "random-pairing-3-ticks": dict(iterations=3, memory_length=2, neuron_select_type="random-pairing"),
+    "memory-1": dict(iterations=2, memory_length=1),
+}
+
+
+def random_ctm(**kwargs) -> ContinuousThoughtMachine:
+    """A small float64 CTM whose temperatures, LayerNorms and decays are off their initial values."""
+    torch.manual_seed(0)
+    ctm = ContinuousThoughtMachine(6, d_model=10, n_synch_out=4, **kwargs).double()
+    with torch.no_grad():
+        ctm.decay_params_out.uniform_(-0.5, 4.5)  # some outside [0, 4], where the clamp passes no gradient
+        for module in ctm.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.normal_()
+                module.bias.normal_()
+            if hasattr(module, "temperature"):
+                module.temperature.uniform_(0.5, 2.0)
+    return ctm
+
+
+@pytest.mark.parametrize("name", FUSED_CASES)
+def test_fused_backward_matches_autograd(name):
+    ctm = random_ctm(**FUSED_CASES[name])
+    generator = torch.Generator().manual_seed(1)
+    steps, envs, d, m = 11, 4, ctm.d_model, ctm.memory_length
+    features = torch.randn(steps, envs, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    state = CTMState(*(torch.randn(envs, d, m, generator=generator, dtype=torch.float64, requires_grad=True)
+                       for _ in range(2)))
+    starts = torch.zeros(steps, envs)
+    starts[0, 0] = starts[1, 0] = starts[2, 1] = starts[5, [1, 2]] = starts[10, 3] = 1.0  # incl. back to back
+    out_weights = [torch.randn(shape, generator=generator, dtype=torch.float64)
+                   for shape in ((steps, envs, ctm.synch_size), (envs, d, m), (envs, d, m))]
+    inputs = [features, *state, *ctm.parameters()]
+
+    def run(fused: bool):
+        ctm.fused_backward = fused
+        sync, final = ctm.forward_sequence(features, state, starts)
+        loss = sum((out * w).sum() for out, w in zip((sync, *final), out_weights))
+        return (sync, *final), torch.autograd.grad(loss, inputs)
+
+    (outputs, grads), (expected_outputs, expected_grads) = run(True), run(False)
+    for got, expected in zip(outputs, expected_outputs):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    names = ["features", "state.pre", "state.post"] + [n for n, _ in ctm.named_parameters()]
+    for param_name, got, expected in zip(names, grads, expected_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10, msg=f"gradient of {param_name}")
+
+
+@pytest.mark.parametrize("kwargs", [dict(synapse_depth=2), dict(do_layernorm_nlm=True), dict(dropout=0.1),
+                                    dict(continuous_state_trace=False)])
+def test_architectures_outside_the_fused_pass_train_with_autograd(kwargs):
+    ctm = ContinuousThoughtMachine(6, d_model=10, n_synch_out=4, **kwargs)
+    assert fused_parameters(ctm) is None
+    if kwargs.get("dropout"):  # dropout only matters while training
+        assert fused_parameters(ctm.eval()) is not None
+
+
+def test_fused_backward_refuses_a_second_pass():
+    ctm = random_ctm(iterations=2, memory_length=3)
+    sync, _ = ctm.forward_sequence(torch.randn(3, 2, 6, dtype=torch.float64), ctm.initial_state(2),
+                                   torch.zeros(3, 2))
+    sync.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="cannot run twice"):
+        sync.sum().backward()
 
 
 # --- neuron selection -----------------------------------------------------------------------------------
