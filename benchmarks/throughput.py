@@ -1,5 +1,6 @@
-"""Training throughput at the paper's masked-CartPole setting: CTMPPO (full BPTT, chunked, compiled) and
-sb3-contrib's RecurrentPPO (LSTM), measured the same way in one run.
+"""Training throughput at the paper's masked-CartPole setting: CTMPPO (full BPTT with the fused backward
+pass or with plain autograd, chunked, compiled) and sb3-contrib's RecurrentPPO (LSTM), measured the same way
+in one run.
 
 Setting (the authors' masked-CartPole script): d_model 128, d_input 128, memory_length 20,
 memory_hidden_dims 4, n_synch_out 16, 2 ticks, 256 envs x 100 steps, 4 epochs, 4 minibatches.
@@ -27,7 +28,7 @@ from ctm_rl import CTMPPO
 
 N_ENVS, N_STEPS, N_EPOCHS, N_MINIBATCHES = 256, 100, 4, 4
 CTM_KWARGS = dict(d_model=128, d_input=128, memory_length=20, memory_hidden_dims=4, n_synch_out=16, iterations=2)
-AGENTS = ("ctm-full", "ctm-chunk10", "ctm-compiled", "lstm")
+AGENTS = ("ctm-full", "ctm-autograd", "ctm-chunk10", "ctm-compiled", "lstm")
 
 
 def build(agent: str, device: str):
@@ -37,8 +38,10 @@ def build(agent: str, device: str):
     if agent == "lstm":
         return RecurrentPPO("MlpLstmPolicy", env, **common)
     bptt = 10 if agent == "ctm-chunk10" else None
-    model = CTMPPO("CTMPolicy", env, bptt_steps=bptt, policy_kwargs=CTM_KWARGS, **common)
+    policy_kwargs = dict(CTM_KWARGS, fused_backward=agent != "ctm-autograd")
+    model = CTMPPO("CTMPolicy", env, bptt_steps=bptt, policy_kwargs=policy_kwargs, **common)
     if agent == "ctm-compiled":
+        # The tick of the rollout's single env steps (training sequences run the fused pass).
         model.policy.ctm._tick = torch.compile(model.policy.ctm._tick, dynamic=False)
     return model
 

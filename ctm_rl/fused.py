@@ -132,7 +132,7 @@ class FusedSequence(torch.autograd.Function):
         synapse = [params[4 * i:4 * i + 4] for i in range(n_syn)]
         nlm = [params[4 * n_syn + 3 * j:4 * n_syn + 3 * j + 3] for j in range(n_nlm)]
         start_pre, start_post, decay_params = params[-3:]
-        start_pre, start_post = start_pre.unsqueeze(-1), start_post.unsqueeze(-1)  # (D, M, 1)
+        start_traces = torch.stack((start_pre, start_post)).unsqueeze(-1)  # (2, D, M, 1)
         T, B, _ = features.shape
         D, M, _ = pre.shape
         TK, L = T * K, 3 * M
@@ -148,7 +148,9 @@ class FusedSequence(torch.autograd.Function):
         decay = _decay(decay_params, M)
         norm = decay.sum(-1).sqrt()
 
-        pre_buffer, post_buffer = _workspace.take((D, L, B), pre), _workspace.take((D, L, B), pre)
+        # The pre- and post-activation windows move together: one (2, D, L, B) buffer.
+        buffers = _workspace.take((2, D, L, B), pre)
+        pre_buffer, post_buffer = buffers
         pre_buffer[:, :M], post_buffer[:, :M] = pre, post
         p = M
         # Saved for the backward pass: each window's oldest slot, the windows that resets replaced, and
@@ -165,16 +167,13 @@ class FusedSequence(torch.autograd.Function):
             for k in range(K):
                 t = s * K + k
                 if p == L:  # slide back to the start of the buffers
-                    pre_buffer[:, :M] = pre_buffer[:, L - M:]
-                    post_buffer[:, :M] = post_buffer[:, L - M:]
+                    buffers[:, :, :M] = buffers[:, :, L - M:]
                     p = M
                 oldest[t] = pre_buffer[:, p - M]
                 if k == 0 and reset is not None:
                     # Envs starting an episode think from the start traces: they replace their windows.
                     replaced[s] = pre_buffer[:, p - M:p].index_select(2, reset)
-                    n = len(reset)
-                    pre_buffer[:, p - M:p].index_copy_(2, reset, start_pre.expand(-1, -1, n))
-                    post_buffer[:, p - M:p].index_copy_(2, reset, start_post.expand(-1, -1, n))
+                    buffers[:, :, p - M:p].index_copy_(3, reset, start_traces.expand(-1, -1, -1, len(reset)))
                 z_prev[t] = post_buffer[:, p - 1].t()
                 x = torch.addmm(feature_term[s], z_prev[t], weight0_post)
                 for i, (weight, bias, ln_weight, ln_bias) in enumerate(synapse):
@@ -201,12 +200,11 @@ class FusedSequence(torch.autograd.Function):
             syncs.append(torch.bmm(decay.unsqueeze(1), products).squeeze(1).t())
         sync = torch.stack(syncs) / norm
         final_pre, final_post = pre_buffer[:, p - M:p].clone(), post_buffer[:, p - M:p].clone()
-        _workspace.give_back(post_buffer)
 
         ctx.rec, ctx.reset_envs, ctx.inv_temperatures = rec, reset_envs, [inv for _, _, inv in nlm]
         ctx.synapse_saved = {key: [torch.stack(ticks, out=_workspace.take((TK, *ticks[0].shape), pre))
                                    for ticks in value] for key, value in synapse_saved.items()}
-        ctx.buffers = pre_buffer, p, oldest, nlm_h, nlm_out, replaced, z_prev
+        ctx.buffers = buffers, p, oldest, nlm_h, nlm_out, replaced, z_prev
         ctx.selected_post = torch.stack(selected_posts)
         ctx.save_for_backward(features, sync, *params)
         return sync, final_pre, final_post
@@ -219,13 +217,14 @@ class FusedSequence(torch.autograd.Function):
                                "set `fused_backward=False` to use autograd (retain_graph, double backward)")
         rec, reset_envs, inv_temperatures, synapse_saved = (ctx.rec, ctx.reset_envs, ctx.inv_temperatures,
                                                             ctx.synapse_saved)
-        pre_buffer, p, oldest, nlm_h, nlm_out, replaced, z_prev = ctx.buffers
-        ctx.buffers = None  # they go back to the workspace below, and this pass rewinds pre_buffer
+        buffers, p, oldest, nlm_h, nlm_out, replaced, z_prev = ctx.buffers
+        ctx.buffers = None  # they go back to the workspace below, and this pass rewinds them
+        pre_buffer = buffers[0]
         features, sync, *params = ctx.saved_tensors
         n_syn, n_nlm, K = rec.n_synapse_blocks, rec.n_nlm_layers, rec.iterations
         synapse = [params[4 * i:4 * i + 4] for i in range(n_syn)]
         nlm = [params[4 * n_syn + 3 * j:4 * n_syn + 3 * j + 3] for j in range(n_nlm)]
-        start_pre, start_post, decay_params = params[-3:]
+        start_pre, decay_params = params[-3], params[-1]
         T, B, _ = features.shape
         D, M = start_pre.shape
         TK, L = T * K, pre_buffer.shape[1]
@@ -244,12 +243,13 @@ class FusedSequence(torch.autograd.Function):
         # The recurrence in reverse.  The gradients of the pre/post windows slide over buffers shaped like
         # the pre-activation one, in step with it: window t is slice [:, q:q + M] of all three.
         q = p - M
-        grad_pre_buffer, grad_post_buffer = pre_buffer.new_zeros(D, L, B), pre_buffer.new_zeros(D, L, B)
+        grad_buffers = pre_buffer.new_zeros(2, D, L, B)
+        grad_pre_buffer, grad_post_buffer = grad_buffers
         if grad_pre is not None:
             grad_pre_buffer[:, q:q + M] = grad_pre
         if grad_post is not None:
             grad_post_buffer[:, q:q + M] = grad_post
-        grad_start_pre, grad_start_post = torch.zeros_like(start_pre), torch.zeros_like(start_post)
+        grad_start_traces = pre_buffer.new_zeros(2, D, M)
         # NLM layers compute h = (x W + b) / temperature.  The loop accumulates dL/dh-based sums and the
         # input gradient uses W / temperature; the division of the parameter gradients by the temperature
         # happens once at the end.  Weight gradients are accumulated transposed, (D, out, in): as
@@ -257,8 +257,10 @@ class FusedSequence(torch.autograd.Function):
         scaled_weights = [weight * inv for (weight, _, _), inv in zip(nlm, inv_temperatures)]
         grad_nlm = [(weight.new_zeros(weight.transpose(1, 2).shape), torch.zeros_like(bias))
                     for weight, bias, _ in nlm]
-        grad_synapse_h = [[None] * TK for _ in range(n_syn)]
-        grad_synapse_y = [[None] * TK for _ in range(n_syn)]
+        # Every tick's gradients at the synapse blocks' GLU inputs (h) and LayerNorm outputs (y), for the
+        # parameter gradients after the loop.
+        grad_synapse_h = [_workspace.take(tuple(h.shape), h) for h in synapse_saved["h"]]
+        grad_synapse_y = [_workspace.take(tuple(y.shape), y) for y in synapse_saved["y"]]
         for t in reversed(range(TK)):
             s, k = divmod(t, K)
             if k == K - 1:
@@ -283,42 +285,40 @@ class FusedSequence(torch.autograd.Function):
                 grad = torch.bmm(scaled_weights[j], grad)
             grad_pre_buffer[:, q:q + M] += grad
             # Synapses: from the newest pre-activation back to the previous tick's newest post-activation.
-            grad = grad_pre_buffer[:, q + M - 1].t().contiguous()  # a copy: the buffer slot is reused
+            grad = grad_synapse_y[-1][t].copy_(grad_pre_buffer[:, q + M - 1].t())
             for i in reversed(range(n_syn)):
                 weight, _, ln_weight, ln_bias = synapse[i]
-                grad_synapse_y[i][t] = grad
                 grad = aten.native_layer_norm_backward(
                     grad, synapse_saved["x"][i][t], [grad.shape[-1]], synapse_saved["mean"][i][t],
                     synapse_saved["rstd"][i][t], ln_weight, ln_bias, [True, False, False])[0]
-                grad = aten.glu_backward(grad, synapse_saved["h"][i][t], -1)
-                grad_synapse_h[i][t] = grad
-                grad = grad @ (weight if i > 0 else weight0_post)
+                grad = aten.glu_backward.grad_input(grad, synapse_saved["h"][i][t], -1,
+                                                    grad_input=grad_synapse_h[i][t])
+                if i > 0:
+                    grad = torch.mm(grad, weight, out=grad_synapse_y[i - 1][t])
+                else:
+                    grad = grad @ weight0_post
             # Slide back to the window before tick t: its oldest slot comes back, with no gradient yet.
             if q == 0:
-                for buffer in (pre_buffer, grad_pre_buffer, grad_post_buffer):
-                    buffer[:, L - M:] = buffer[:, :M]
+                pre_buffer[:, L - M:] = pre_buffer[:, :M]
+                grad_buffers[:, :, L - M:] = grad_buffers[:, :, :M]
                 q = L - M
             q -= 1
             pre_buffer[:, q] = oldest[t]
-            grad_pre_buffer[:, q] = 0.0
-            grad_post_buffer[:, q] = 0.0
+            grad_buffers[:, :, q] = 0.0
             grad_post_buffer[:, q + M - 1] += grad.t()  # the synapses read the newest post-activation
             if k == 0 and reset_envs[s] is not None:
                 # These envs started from the learned start traces: their window gradients end there, and
                 # their windows before the reset come back.
                 reset = reset_envs[s]
-                grad_start_pre += grad_pre_buffer[:, q:q + M].index_select(2, reset).sum(-1)
-                grad_start_post += grad_post_buffer[:, q:q + M].index_select(2, reset).sum(-1)
-                grad_pre_buffer[:, q:q + M].index_fill_(2, reset, 0.0)
-                grad_post_buffer[:, q:q + M].index_fill_(2, reset, 0.0)
+                grad_start_traces += grad_buffers[:, :, q:q + M].index_select(3, reset).sum(-1)
+                grad_buffers[:, :, q:q + M].index_fill_(3, reset, 0.0)
                 pre_buffer[:, q:q + M].index_copy_(2, reset, replaced[s])
 
         # Synapse parameter gradients: one matmul each over all T*K ticks and B envs.
         grads = []
         rows = TK * B
         for i, (weight, _, _, _) in enumerate(synapse):
-            grad_h = torch.stack(grad_synapse_h[i]).view(rows, -1)
-            grad_y = torch.stack(grad_synapse_y[i]).view(rows, -1)
+            grad_h, grad_y = grad_synapse_h[i].view(rows, -1), grad_synapse_y[i].view(rows, -1)
             if i == 0:
                 grad_h_step = grad_h.view(T, K, B, -1).sum(1).view(T * B, -1)
                 grad_features = (grad_h_step @ weight[:, :rec.n_feature]).view(T, B, -1)
@@ -328,7 +328,7 @@ class FusedSequence(torch.autograd.Function):
                 grad_weight = grad_h.t() @ synapse_saved["y"][i - 1].view(rows, -1)
             normalised = (synapse_saved["x"][i] - synapse_saved["mean"][i]) * synapse_saved["rstd"][i]
             grads += [grad_weight, grad_h.sum(0), (grad_y * normalised.view(rows, -1)).sum(0), grad_y.sum(0)]
-        _workspace.give_back(pre_buffer, oldest, z_prev, *nlm_h, *nlm_out,
+        _workspace.give_back(buffers, oldest, z_prev, *nlm_h, *nlm_out, *grad_synapse_h, *grad_synapse_y,
                              *(buffer for value in synapse_saved.values() for buffer in value))
         # d loss / d temperature = -(<W, dW> + <b, db>) / temperature, with dW, db the gradients of W and b.
         for (weight, bias, temperature), (grad_weight_t, grad_bias), inv in zip(nlm, grad_nlm, inv_temperatures):
@@ -339,7 +339,7 @@ class FusedSequence(torch.autograd.Function):
         grad_decay = grad_decay_weights.sum(-1) + (grad_norm / (2 * norm)).unsqueeze(-1)
         ages = torch.arange(M - 1, -1, -1, dtype=decay.dtype, device=decay.device)
         inside = (decay_params >= 0) & (decay_params <= 4)
-        grads += [grad_start_pre, grad_start_post, -(grad_decay * decay * ages).sum(-1) * inside]
+        grads += [*grad_start_traces, -(grad_decay * decay * ages).sum(-1) * inside]
         grad_pre, grad_post = grad_pre_buffer[:, q:q + M], grad_post_buffer[:, q:q + M]
         return (None, grad_features, grad_pre, grad_post, None, *grads)
 
