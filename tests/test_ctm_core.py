@@ -351,10 +351,10 @@ FUSED_CASES = {
 }
 
 
-def random_ctm(**kwargs) -> ContinuousThoughtMachine:
+def random_ctm(device: str = "cpu", **kwargs) -> ContinuousThoughtMachine:
     """A small float64 CTM whose temperatures, LayerNorms and decays are off their initial values."""
     torch.manual_seed(0)
-    ctm = ContinuousThoughtMachine(6, d_model=10, n_synch_out=4, **kwargs).double()
+    ctm = ContinuousThoughtMachine(6, d_model=10, n_synch_out=4, **kwargs).double().to(device)
     with torch.no_grad():
         ctm.decay_params_out.uniform_(-0.5, 4.5)  # some outside [0, 4], where the clamp passes no gradient
         for module in ctm.modules():
@@ -366,18 +366,25 @@ def random_ctm(**kwargs) -> ContinuousThoughtMachine:
     return ctm
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                  reason="no CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", FUSED_CASES)
-def test_fused_backward_matches_autograd(name):
-    ctm = random_ctm(**FUSED_CASES[name])
+def test_fused_backward_matches_autograd(name, device):
+    ctm = random_ctm(device, **FUSED_CASES[name])
     generator = torch.Generator().manual_seed(1)
     steps, envs, d, m = 11, 4, ctm.d_model, ctm.memory_length
-    features = torch.randn(steps, envs, 6, generator=generator, dtype=torch.float64, requires_grad=True)
-    state = CTMState(*(torch.randn(envs, d, m, generator=generator, dtype=torch.float64, requires_grad=True)
-                       for _ in range(2)))
-    starts = torch.zeros(steps, envs)
+
+    def random(*shape, requires_grad=False):
+        return torch.randn(shape, generator=generator, dtype=torch.float64).to(device).requires_grad_(requires_grad)
+
+    features = random(steps, envs, 6, requires_grad=True)
+    state = CTMState(random(envs, d, m, requires_grad=True), random(envs, d, m, requires_grad=True))
+    starts = torch.zeros(steps, envs, device=device)
     starts[0, 0] = starts[1, 0] = starts[2, 1] = starts[5, [1, 2]] = starts[10, 3] = 1.0  # incl. back to back
-    out_weights = [torch.randn(shape, generator=generator, dtype=torch.float64)
-                   for shape in ((steps, envs, ctm.synch_size), (envs, d, m), (envs, d, m))]
+    out_weights = [random(*shape) for shape in ((steps, envs, ctm.synch_size), (envs, d, m), (envs, d, m))]
     inputs = [features, *state, *ctm.parameters()]
 
     def run(fused: bool):
