@@ -19,6 +19,7 @@ keep the autograd path in :mod:`ctm_rl.ctm`, which is also the reference the tes
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
@@ -95,8 +96,10 @@ class _Workspace:
     arithmetic; a buffer is handed out again once the backward pass that used it is done.
     """
 
+    max_shapes = 64  # the least recently returned shapes are dropped beyond this: sequences of many sizes
+
     def __init__(self):
-        self._free: dict[tuple, list[torch.Tensor]] = {}
+        self._free: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
 
     def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         free = self._free.get((shape, like.dtype, like.device), [])
@@ -104,7 +107,11 @@ class _Workspace:
 
     def give_back(self, *buffers: torch.Tensor) -> None:
         for buffer in buffers:
-            self._free.setdefault((tuple(buffer.shape), buffer.dtype, buffer.device), []).append(buffer)
+            key = (tuple(buffer.shape), buffer.dtype, buffer.device)
+            self._free.setdefault(key, []).append(buffer)
+            self._free.move_to_end(key)
+        while len(self._free) > self.max_shapes:
+            self._free.popitem(last=False)
 
 
 _workspace = _Workspace()
