@@ -88,6 +88,15 @@ def _decay(decay_params: torch.Tensor, memory_length: int) -> torch.Tensor:
     return torch.exp(-decay_params.clamp(0.0, 4.0).unsqueeze(-1) * ages)
 
 
+def _by_env(window: torch.Tensor) -> torch.Tensor:
+    """A view of a batch-innermost tensor with the env dimension first.
+
+    Index ops over a few envs (episode starts) run two to three times faster along the first dimension of
+    this view than along the last dimension of the tensor itself.
+    """
+    return window.movedim(-1, 0)
+
+
 class _Workspace:
     """Reuses the large per-sequence buffers between calls of the same shape.
 
@@ -139,7 +148,7 @@ class FusedSequence(torch.autograd.Function):
         synapse = [params[4 * i:4 * i + 4] for i in range(n_syn)]
         nlm = [params[4 * n_syn + 3 * j:4 * n_syn + 3 * j + 3] for j in range(n_nlm)]
         start_pre, start_post, decay_params = params[-3:]
-        start_traces = torch.stack((start_pre, start_post)).unsqueeze(-1)  # (2, D, M, 1)
+        start_traces = torch.stack((start_pre, start_post)).unsqueeze(0)  # (1, 2, D, M)
         T, B, _ = features.shape
         D, M, _ = pre.shape
         TK, L = T * K, 3 * M
@@ -179,8 +188,8 @@ class FusedSequence(torch.autograd.Function):
                 oldest[t] = pre_buffer[:, p - M]
                 if k == 0 and reset is not None:
                     # Envs starting an episode think from the start traces: they replace their windows.
-                    replaced[s] = pre_buffer[:, p - M:p].index_select(2, reset)
-                    buffers[:, :, p - M:p].index_copy_(3, reset, start_traces.expand(-1, -1, -1, len(reset)))
+                    replaced[s] = _by_env(pre_buffer[:, p - M:p]).index_select(0, reset)
+                    _by_env(buffers[:, :, p - M:p]).index_copy_(0, reset, start_traces.expand(len(reset), -1, -1, -1))
                 z_prev[t] = post_buffer[:, p - 1].t()
                 x = torch.addmm(feature_term[s], z_prev[t], weight0_post)
                 for i, (weight, bias, ln_weight, ln_bias) in enumerate(synapse):
@@ -317,9 +326,9 @@ class FusedSequence(torch.autograd.Function):
                 # These envs started from the learned start traces: their window gradients end there, and
                 # their windows before the reset come back.
                 reset = reset_envs[s]
-                grad_start_traces += grad_buffers[:, :, q:q + M].index_select(3, reset).sum(-1)
-                grad_buffers[:, :, q:q + M].index_fill_(3, reset, 0.0)
-                pre_buffer[:, q:q + M].index_copy_(2, reset, replaced[s])
+                grad_start_traces += _by_env(grad_buffers[:, :, q:q + M]).index_select(0, reset).sum(0)
+                _by_env(grad_buffers[:, :, q:q + M]).index_fill_(0, reset, 0.0)
+                _by_env(pre_buffer[:, q:q + M]).index_copy_(0, reset, replaced[s])
 
         # Synapse parameter gradients: one matmul each over all T*K ticks and B envs.
         grads = []
