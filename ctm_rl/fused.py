@@ -37,8 +37,7 @@ class _Recurrence(NamedTuple):
     n_synapse_blocks: int
     n_nlm_layers: int
     ln_eps: tuple[float, ...]  # LayerNorm epsilon of every synapse block
-    selected: torch.Tensor  # the neurons the synchronisation reads
-    left: torch.Tensor  # pair members as positions in ``selected``
+    left: torch.Tensor  # the neuron pairs of the synchronisation
     right: torch.Tensor
 
 
@@ -63,18 +62,14 @@ def fused_parameters(ctm: nn.Module) -> tuple[_Recurrence, list[torch.Tensor]] |
                for layer in nlm_layers):
         return None
 
-    pairs = torch.cat((ctm.synch_left, ctm.synch_right))
-    selected, positions = torch.unique(pairs, return_inverse=True)
-    n_pairs = ctm.synch_left.numel()
     recurrence = _Recurrence(
         n_feature=blocks[0][0].in_features - ctm.d_model,
         iterations=ctm.iterations,
         n_synapse_blocks=len(blocks),
         n_nlm_layers=len(nlm_layers),
         ln_eps=tuple(norm.eps for _, _, norm in blocks),
-        selected=selected,
-        left=positions[:n_pairs],
-        right=positions[n_pairs:],
+        left=ctm.synch_left,
+        right=ctm.synch_right,
     )
     params = [p for lin, _, norm in blocks for p in (lin.weight, lin.bias, norm.weight, norm.bias)]
     params += [p for layer in nlm_layers for p in (layer.weight, layer.bias, layer.temperature)]
@@ -133,13 +128,18 @@ class FusedSequence(torch.autograd.Function):
     for each step the envs that start an episode there (an index tensor or None), then the parameters from
     :func:`fused_parameters`.  Outputs: synchronisation ``(T, B, S)`` and the final windows.
 
-    **Sliding windows.**  Each history lives in a ``(D, L, B)`` buffer (neuron, history slot, env) with
-    ``L = 3M``; the current window is the slice ``buffer[:, p - M:p]``.  A tick writes one slot and moves
-    ``p`` on, instead of shifting all M slots; only every ``L - M`` ticks is the window copied back to the
-    start.  The backward pass slides the same buffer the other way, re-inserting each window's oldest
-    slot (saved in the forward pass) and restoring the windows that episode starts replaced.  With the
-    batch innermost, each neuron's history is an ``(M, B)`` matrix, for which CPU batched matmuls and GLUs
-    are several times faster than with ``(B, M)``.
+    **Windows as slices.**  The histories live in one ``(R, M + TK, B)`` buffer (row, history slot, env)
+    holding every slot of the sequence: the window before tick ``t`` is the slice ``buffer[:, t:t + M]``,
+    and tick ``t`` writes slot ``t + M`` instead of shifting all M slots.  The backward pass reads the same
+    windows in reverse, restoring on the way the windows that episode starts replaced.  With the batch
+    innermost, each neuron's history is an ``(M, B)`` matrix, for which CPU batched matmuls and GLUs are
+    several times faster than with ``(B, M)``.
+
+    **Rows.**  The buffer's rows are the ``D`` pre-activations, then the ``S`` products
+    ``post_i * post_j`` of the synchronised pairs, then the ``D`` post-activations.  Keeping the pair
+    products as a history of their own, one new slot per tick, makes each step's synchronisation a single
+    decay-weighted sum over the product window, and its gradient a single outer product, where
+    multiplying the pairs' whole post-activation windows again at every step would cost M times more.
     """
 
     @staticmethod
@@ -148,10 +148,10 @@ class FusedSequence(torch.autograd.Function):
         synapse = [params[4 * i:4 * i + 4] for i in range(n_syn)]
         nlm = [params[4 * n_syn + 3 * j:4 * n_syn + 3 * j + 3] for j in range(n_nlm)]
         start_pre, start_post, decay_params = params[-3:]
-        start_traces = torch.stack((start_pre, start_post)).unsqueeze(0)  # (1, 2, D, M)
         T, B, _ = features.shape
         D, M, _ = pre.shape
-        TK, L = T * K, 3 * M
+        S = rec.left.numel()
+        TK = T * K
 
         # The feature part of the first synapse layer is the same for every tick of a step: one matmul for
         # the whole sequence.  The NLM temperatures are scalars: they fold into baddbmm's coefficients.
@@ -161,40 +161,42 @@ class FusedSequence(torch.autograd.Function):
         weight0_post = weight0[:, rec.n_feature:].t()
         nlm = [(weight.transpose(1, 2), bias.unsqueeze(-1), 1.0 / float(temperature))
                for weight, bias, temperature in nlm]
-        decay = _decay(decay_params, M)
-        norm = decay.sum(-1).sqrt()
+        decay = _decay(decay_params, M).unsqueeze(1)  # (S, 1, M)
+        norm = decay.sum(-1).sqrt()  # (S, 1)
 
-        # The pre- and post-activation windows move together: one (2, D, L, B) buffer.
-        buffers = _workspace.take((2, D, L, B), pre)
-        pre_buffer, post_buffer = buffers
+        buffer = _workspace.take((2 * D + S, M + TK, B), pre)
+        pre_buffer, product_buffer, post_buffer = buffer[:D], buffer[D:D + S], buffer[D + S:]
         pre_buffer[:, :M], post_buffer[:, :M] = pre, post
-        p = M
-        # Saved for the backward pass: each window's oldest slot, the windows that resets replaced, and
-        # every tick's NLM outputs (before and after each GLU) and synapse activations.
-        oldest = _workspace.take((TK, D, B), pre)
+        torch.mul(post.index_select(0, rec.left), post.index_select(0, rec.right), out=product_buffer[:, :M])
+        start_rows = torch.cat((start_pre, start_post[rec.left] * start_post[rec.right], start_post))
+        # Saved for the backward pass besides the buffer: the windows that resets replaced, the pair members
+        # of every tick, every tick's NLM outputs (before and after each GLU) and synapse activations.
+        pair_posts = _workspace.take((2, TK, S, B), pre)
         nlm_h = [_workspace.take((TK, D, weight.shape[1], B), pre) for weight, _, _ in nlm]
-        nlm_out = [_workspace.take((TK, D, weight.shape[1] // 2, B), pre) for weight, _, _ in nlm[:-1]]
+        nlm_out = [[] for _ in nlm[:-1]]
         replaced = [None] * T
         synapse_saved = {key: [[] for _ in range(n_syn)] for key in ("h", "x", "mean", "rstd", "y")}
         z_prev = _workspace.take((TK, B, D), pre)
-        selected_posts, syncs = [], []
+        # Per-tick views made once: indexing inside the loop costs as much as some of its ops.
+        pre_slots, product_slots, post_slots = pre_buffer.unbind(1), product_buffer.unbind(1), post_buffer.unbind(1)
+        z_prev_ticks, left_ticks, right_ticks = z_prev.unbind(0), pair_posts[0].unbind(0), pair_posts[1].unbind(0)
+        nlm_h_ticks = [h.unbind(0) for h in nlm_h]
+        feature_steps = feature_term.unbind(0)
+        synapse_weights = [(weight.t(), bias, ln_weight, ln_bias) for weight, bias, ln_weight, ln_bias in synapse]
+        syncs = []
         for s in range(T):
             reset = reset_envs[s]
             for k in range(K):
-                t = s * K + k
-                if p == L:  # slide back to the start of the buffers
-                    buffers[:, :, :M] = buffers[:, :, L - M:]
-                    p = M
-                oldest[t] = pre_buffer[:, p - M]
+                t = s * K + k  # the window is slots [t, t + M); this tick writes slot t + M
                 if k == 0 and reset is not None:
                     # Envs starting an episode think from the start traces: they replace their windows.
-                    replaced[s] = _by_env(pre_buffer[:, p - M:p]).index_select(0, reset)
-                    _by_env(buffers[:, :, p - M:p]).index_copy_(0, reset, start_traces.expand(len(reset), -1, -1, -1))
-                z_prev[t] = post_buffer[:, p - 1].t()
-                x = torch.addmm(feature_term[s], z_prev[t], weight0_post)
-                for i, (weight, bias, ln_weight, ln_bias) in enumerate(synapse):
+                    replaced[s] = _by_env(buffer[:D + S, t:t + M]).index_select(0, reset)
+                    _by_env(buffer[:, t:t + M]).index_copy_(0, reset, start_rows.expand(len(reset), -1, -1))
+                z = z_prev_ticks[t].copy_(post_slots[t + M - 1].t())
+                x = torch.addmm(feature_steps[s], z, weight0_post)
+                for i, (weight_t, bias, ln_weight, ln_bias) in enumerate(synapse_weights):
                     if i > 0:
-                        x = torch.addmm(bias, x, weight.t())
+                        x = torch.addmm(bias, x, weight_t)
                     synapse_saved["h"][i].append(x)
                     x = nn.functional.glu(x)
                     synapse_saved["x"][i].append(x)
@@ -202,27 +204,27 @@ class FusedSequence(torch.autograd.Function):
                     synapse_saved["mean"][i].append(mean)
                     synapse_saved["rstd"][i].append(rstd)
                     synapse_saved["y"][i].append(x)
-                pre_buffer[:, p] = x.t()
-                x = pre_buffer[:, p - M + 1:p + 1]  # the window, (D, M, B)
+                pre_slots[t + M].copy_(x.t())
+                x = pre_buffer[:, t + 1:t + M + 1]  # the window, (D, M, B)
                 for j, (weight_t, bias, inv_temperature) in enumerate(nlm):
                     x = torch.baddbmm(bias, weight_t, x, beta=inv_temperature, alpha=inv_temperature,
-                                      out=nlm_h[j][t])
-                    x = aten.glu(x, 1, out=nlm_out[j][t]) if j < n_nlm - 1 else aten.glu(x, 1)
-                post_buffer[:, p] = x.squeeze(1)
-                p += 1
-            selected_post = post_buffer[:, p - M:p].index_select(0, rec.selected)  # (n_selected, M, B)
-            selected_posts.append(selected_post)
-            products = selected_post.index_select(0, rec.left) * selected_post.index_select(0, rec.right)
-            syncs.append(torch.bmm(decay.unsqueeze(1), products).squeeze(1).t())
-        sync = torch.stack(syncs) / norm
-        final_pre, final_post = pre_buffer[:, p - M:p].clone(), post_buffer[:, p - M:p].clone()
+                                      out=nlm_h_ticks[j][t])
+                    x = nn.functional.glu(x, 1)
+                    if j < n_nlm - 1:
+                        nlm_out[j].append(x)
+                newest = post_slots[t + M].copy_(x.squeeze(1))
+                left = torch.index_select(newest, 0, rec.left, out=left_ticks[t])
+                right = torch.index_select(newest, 0, rec.right, out=right_ticks[t])
+                torch.mul(left, right, out=product_slots[t + M])
+            syncs.append(torch.bmm(decay, product_buffer[:, t + 1:t + M + 1]).squeeze(1))  # (S, B)
+        sync = (torch.stack(syncs) / norm).transpose(1, 2)
+        final_pre, final_post = pre_buffer[:, TK:].clone(), post_buffer[:, TK:].clone()
 
         ctx.rec, ctx.reset_envs, ctx.inv_temperatures = rec, reset_envs, [inv for _, _, inv in nlm]
         ctx.synapse_saved = {key: [torch.stack(ticks, out=_workspace.take((TK, *ticks[0].shape), pre))
                                    for ticks in value] for key, value in synapse_saved.items()}
-        ctx.buffers = buffers, p, oldest, nlm_h, nlm_out, replaced, z_prev
-        ctx.selected_post = torch.stack(selected_posts)
-        ctx.save_for_backward(features, sync, *params)
+        ctx.buffers = buffer, pair_posts, nlm_h, nlm_out, replaced, z_prev
+        ctx.save_for_backward(features, post, sync, *params)
         return sync, final_pre, final_post
 
     @staticmethod
@@ -233,39 +235,39 @@ class FusedSequence(torch.autograd.Function):
                                "set `fused_backward=False` to use autograd (retain_graph, double backward)")
         rec, reset_envs, inv_temperatures, synapse_saved = (ctx.rec, ctx.reset_envs, ctx.inv_temperatures,
                                                             ctx.synapse_saved)
-        buffers, p, oldest, nlm_h, nlm_out, replaced, z_prev = ctx.buffers
+        buffer, pair_posts, nlm_h, nlm_out, replaced, z_prev = ctx.buffers
         ctx.buffers = None  # they go back to the workspace below, and this pass rewinds them
-        pre_buffer = buffers[0]
-        features, sync, *params = ctx.saved_tensors
+        features, post, sync, *params = ctx.saved_tensors
         n_syn, n_nlm, K = rec.n_synapse_blocks, rec.n_nlm_layers, rec.iterations
         synapse = [params[4 * i:4 * i + 4] for i in range(n_syn)]
         nlm = [params[4 * n_syn + 3 * j:4 * n_syn + 3 * j + 3] for j in range(n_nlm)]
-        start_pre, decay_params = params[-3], params[-1]
+        start_post, decay_params = params[-2], params[-1]
         T, B, _ = features.shape
-        D, M = start_pre.shape
-        TK, L = T * K, pre_buffer.shape[1]
+        D, M, _ = post.shape
+        S = rec.left.numel()
+        TK = T * K
         weight0_post = synapse[0][0][:, rec.n_feature:]
         decay = _decay(decay_params, M)
         norm = decay.sum(-1).sqrt()
 
-        # Synchronisation: sync = (products . decay) / norm, products = post_left * post_right.
+        # Synchronisation: sync = (decay . product window) / norm.
         if grad_sync is None:
             grad_sync = sync.new_zeros(sync.shape)
-        grad_weighted = grad_sync / norm  # (T, B, S): the gradient of products . decay
+        grad_weighted = grad_sync / norm  # (T, B, S): the gradient of decay . product window
         grad_norm = -(grad_weighted * sync).sum((0, 1))
         grad_weighted = grad_weighted.transpose(1, 2).unsqueeze(2).contiguous()  # (T, S, 1, B)
-        grad_decay_weights = decay.new_zeros(decay.shape[0], M, B)  # summed over envs at the end
+        grad_decay_weights = decay.new_zeros(S, M, B)  # summed over envs at the end
 
-        # The recurrence in reverse.  The gradients of the pre/post windows slide over buffers shaped like
-        # the pre-activation one, in step with it: window t is slice [:, q:q + M] of all three.
-        q = p - M
-        grad_buffers = pre_buffer.new_zeros(2, D, L, B)
-        grad_pre_buffer, grad_post_buffer = grad_buffers
+        # The recurrence in reverse.  The gradients of the buffer's slots accumulate in a buffer shaped
+        # like it.
+        pre_buffer, product_buffer = buffer[:D], buffer[D:D + S]
+        grad_buffer = _workspace.take(tuple(buffer.shape), buffer).zero_()
+        grad_pre_buffer, grad_product_buffer, grad_post_buffer = grad_buffer[:D], grad_buffer[D:D + S], grad_buffer[D + S:]
         if grad_pre is not None:
-            grad_pre_buffer[:, q:q + M] = grad_pre
+            grad_pre_buffer[:, TK:] = grad_pre
         if grad_post is not None:
-            grad_post_buffer[:, q:q + M] = grad_post
-        grad_start_traces = pre_buffer.new_zeros(2, D, M)
+            grad_post_buffer[:, TK:] = grad_post
+        grad_start_rows = buffer.new_zeros(buffer.shape[0], M)
         # NLM layers compute h = (x W + b) / temperature.  The loop accumulates dL/dh-based sums and the
         # input gradient uses W / temperature; the division of the parameter gradients by the temperature
         # happens once at the end.  Weight gradients are accumulated transposed, (D, out, in): as
@@ -277,58 +279,53 @@ class FusedSequence(torch.autograd.Function):
         # parameter gradients after the loop.
         grad_synapse_h = [_workspace.take(tuple(h.shape), h) for h in synapse_saved["h"]]
         grad_synapse_y = [_workspace.take(tuple(y.shape), y) for y in synapse_saved["y"]]
+        decay_column = decay.unsqueeze(-1)  # (S, M, 1)
+        # Per-tick views made once, as in the forward pass; the synapse blocks and NLM layers in reverse.
+        grad_product_slots, grad_post_slots = grad_product_buffer.unbind(1), grad_post_buffer.unbind(1)
+        grad_pre_slots = grad_pre_buffer.unbind(1)
+        left_ticks, right_ticks = pair_posts[0].unbind(0), pair_posts[1].unbind(0)
+        nlm_layers = [(nlm_h[j].unbind(0), nlm_out[j - 1] if j else None, *grad_nlm[j], scaled_weights[j])
+                      for j in reversed(range(n_nlm))]
+        synapse_blocks = [(*(synapse_saved[key][i].unbind(0) for key in ("x", "mean", "rstd", "h")),
+                           grad_synapse_h[i].unbind(0), grad_synapse_y[i - 1].unbind(0) if i else None,
+                           [synapse[i][0].shape[0] // 2], synapse[i][0] if i else weight0_post, *synapse[i][2:])
+                          for i in reversed(range(n_syn))]
+        grad_synapse_out = grad_synapse_y[-1].unbind(0)
         for t in reversed(range(TK)):
             s, k = divmod(t, K)
-            if k == K - 1:
-                selected_post = ctx.selected_post[s]
-                lefts = selected_post.index_select(0, rec.left)  # (S, M, B)
-                rights = selected_post.index_select(0, rec.right)
-                gradient = grad_weighted[s]
-                grad_decay_weights.addcmul_(lefts * rights, gradient)
-                grad_products = decay.unsqueeze(-1) * gradient
-                grad_selected = torch.zeros_like(selected_post)
-                grad_selected.index_add_(0, rec.left, grad_products * rights)
-                grad_selected.index_add_(0, rec.right, grad_products * lefts)
-                grad_post_buffer[:, q:q + M].index_add_(0, rec.selected, grad_selected)
+            window, newest = slice(t + 1, t + M + 1), t + M  # after tick t
+            if k == K - 1:  # the step's synchronisation read this window of products
+                gradient = grad_weighted[s]  # (S, 1, B)
+                grad_decay_weights.addcmul_(product_buffer[:, window], gradient)
+                grad_product_buffer[:, window].addcmul_(decay_column, gradient)
+            # The newest product, complete now, back to the newest post-activation.
+            grad_product, grad_newest_post = grad_product_slots[newest], grad_post_slots[newest]  # (S, B), (D, B)
+            grad_newest_post.index_add_(0, rec.left, grad_product * right_ticks[t])
+            grad_newest_post.index_add_(0, rec.right, grad_product * left_ticks[t])
             # Neuron-level models: from the newest post-activation back to the pre-activation window.
-            grad = grad_post_buffer[:, q + M - 1].unsqueeze(1)  # (D, 1, B)
-            for j in reversed(range(n_nlm)):
-                grad = aten.glu_backward(grad, nlm_h[j][t], 1)  # dL/dh
-                grad_weight_t, grad_bias = grad_nlm[j]
-                layer_input = pre_buffer[:, q:q + M] if j == 0 else nlm_out[j - 1][t]
+            grad = grad_newest_post.unsqueeze(1)  # (D, 1, B)
+            for h, layer_inputs, grad_weight_t, grad_bias, scaled_weight in nlm_layers:
+                grad = aten.glu_backward(grad, h[t], 1)  # dL/dh
+                layer_input = pre_buffer[:, window] if layer_inputs is None else layer_inputs[t]
                 grad_weight_t.baddbmm_(grad, layer_input.transpose(1, 2))
                 grad_bias += grad.sum(-1)
-                grad = torch.bmm(scaled_weights[j], grad)
-            grad_pre_buffer[:, q:q + M] += grad
+                grad = torch.bmm(scaled_weight, grad)
+            grad_pre_buffer[:, window] += grad
             # Synapses: from the newest pre-activation back to the previous tick's newest post-activation.
-            grad = grad_synapse_y[-1][t].copy_(grad_pre_buffer[:, q + M - 1].t())
-            for i in reversed(range(n_syn)):
-                weight, _, ln_weight, ln_bias = synapse[i]
-                grad = aten.native_layer_norm_backward(
-                    grad, synapse_saved["x"][i][t], [grad.shape[-1]], synapse_saved["mean"][i][t],
-                    synapse_saved["rstd"][i][t], ln_weight, ln_bias, [True, False, False])[0]
-                grad = aten.glu_backward.grad_input(grad, synapse_saved["h"][i][t], -1,
-                                                    grad_input=grad_synapse_h[i][t])
-                if i > 0:
-                    grad = torch.mm(grad, weight, out=grad_synapse_y[i - 1][t])
-                else:
-                    grad = grad @ weight0_post
-            # Slide back to the window before tick t: its oldest slot comes back, with no gradient yet.
-            if q == 0:
-                pre_buffer[:, L - M:] = pre_buffer[:, :M]
-                grad_buffers[:, :, L - M:] = grad_buffers[:, :, :M]
-                q = L - M
-            q -= 1
-            pre_buffer[:, q] = oldest[t]
-            grad_buffers[:, :, q] = 0.0
-            grad_post_buffer[:, q + M - 1] += grad.t()  # the synapses read the newest post-activation
+            grad = grad_synapse_out[t].copy_(grad_pre_slots[newest].t())
+            for x, mean, rstd, h, grad_h, grad_y_before, width, weight, ln_weight, ln_bias in synapse_blocks:
+                grad = aten.native_layer_norm_backward(grad, x[t], width, mean[t], rstd[t], ln_weight, ln_bias,
+                                                       [True, False, False])[0]
+                grad = aten.glu_backward.grad_input(grad, h[t], -1, grad_input=grad_h[t])
+                grad = torch.mm(grad, weight) if grad_y_before is None else torch.mm(grad, weight, out=grad_y_before[t])
+            grad_post_slots[newest - 1].add_(grad.t())  # the synapses read the previous newest post-activation
             if k == 0 and reset_envs[s] is not None:
                 # These envs started from the learned start traces: their window gradients end there, and
                 # their windows before the reset come back.
-                reset = reset_envs[s]
-                grad_start_traces += _by_env(grad_buffers[:, :, q:q + M]).index_select(0, reset).sum(0)
-                _by_env(grad_buffers[:, :, q:q + M]).index_fill_(0, reset, 0.0)
-                _by_env(pre_buffer[:, q:q + M]).index_copy_(0, reset, replaced[s])
+                reset, window = reset_envs[s], slice(t, t + M)
+                grad_start_rows += _by_env(grad_buffer[:, window]).index_select(0, reset).sum(0)
+                _by_env(grad_buffer[:, window]).index_fill_(0, reset, 0.0)
+                _by_env(buffer[:D + S, window]).index_copy_(0, reset, replaced[s])
 
         # Synapse parameter gradients: one matmul each over all T*K ticks and B envs.
         grads = []
@@ -342,21 +339,34 @@ class FusedSequence(torch.autograd.Function):
                                          grad_h.t() @ z_prev.view(rows, -1)), dim=1)
             else:
                 grad_weight = grad_h.t() @ synapse_saved["y"][i - 1].view(rows, -1)
-            normalised = (synapse_saved["x"][i] - synapse_saved["mean"][i]) * synapse_saved["rstd"][i]
-            grads += [grad_weight, grad_h.sum(0), (grad_y * normalised.view(rows, -1)).sum(0), grad_y.sum(0)]
-        _workspace.give_back(buffers, oldest, z_prev, *nlm_h, *nlm_out, *grad_synapse_h, *grad_synapse_y,
-                             *(buffer for value in synapse_saved.values() for buffer in value))
+            # In place in the saved GLU outputs, which are not read again: large fresh temporaries cost more
+            # in page faults than in arithmetic.
+            weighted_normalised = synapse_saved["x"][i].sub_(synapse_saved["mean"][i]).mul_(synapse_saved["rstd"][i])
+            weighted_normalised = weighted_normalised.view(rows, -1).mul_(grad_y)
+            grads += [grad_weight, grad_h.sum(0), weighted_normalised.sum(0), grad_y.sum(0)]
         # d loss / d temperature = -(<W, dW> + <b, db>) / temperature, with dW, db the gradients of W and b.
         for (weight, bias, temperature), (grad_weight_t, grad_bias), inv in zip(nlm, grad_nlm, inv_temperatures):
             grad_weight, grad_bias = grad_weight_t.transpose(1, 2) * inv, grad_bias * inv
             grad_temperature = -((weight * grad_weight).sum() + (bias * grad_bias).sum()) * inv
             grads += [grad_weight, grad_bias, grad_temperature.view_as(temperature)]
+
+        # The products of the start traces and of the initial windows, back to their post-activations.
+        def product_backward(grad_window, grad_products, posts):
+            grad_window.index_add_(0, rec.left, grad_products * posts.index_select(0, rec.right))
+            grad_window.index_add_(0, rec.right, grad_products * posts.index_select(0, rec.left))
+            return grad_window
+
+        grad_start_pre, grad_start_products, grad_start_post = grad_start_rows.split((D, S, D))
+        grad_start_post = product_backward(grad_start_post, grad_start_products, start_post)
+        grad_pre = grad_pre_buffer[:, :M].clone()
+        grad_post = product_backward(grad_post_buffer[:, :M].clone(), grad_product_buffer[:, :M], post)
         # decay = exp(-clamp(r, 0, 4) * age), norm = sqrt(sum_m decay): the chain rule back to r.
         grad_decay = grad_decay_weights.sum(-1) + (grad_norm / (2 * norm)).unsqueeze(-1)
         ages = torch.arange(M - 1, -1, -1, dtype=decay.dtype, device=decay.device)
         inside = (decay_params >= 0) & (decay_params <= 4)
-        grads += [*grad_start_traces, -(grad_decay * decay * ages).sum(-1) * inside]
-        grad_pre, grad_post = grad_pre_buffer[:, q:q + M], grad_post_buffer[:, q:q + M]
+        grads += [grad_start_pre, grad_start_post, -(grad_decay * decay * ages).sum(-1) * inside]
+        _workspace.give_back(buffer, grad_buffer, pair_posts, z_prev, *nlm_h, *grad_synapse_h,
+                             *grad_synapse_y, *(saved for value in synapse_saved.values() for saved in value))
         return (None, grad_features, grad_pre, grad_post, None, *grads)
 
 
