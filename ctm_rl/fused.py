@@ -6,8 +6,9 @@ minibatch re-runs 200 ticks in sequence, and that is most of the update's cost. 
 computes exactly what ``ContinuousThoughtMachine.forward_sequence`` computes, as a single autograd node
 with a hand-written backward pass:
 
-* **forward:** the ticks run without autograd on sliding windows (one slot written per tick, see the
-  class docstring), keeping only what the backward pass reads, in reused buffers;
+* **forward:** the ticks run without autograd on windows that are slices of one history buffer per
+  sequence (one slot written per tick, see the class docstring), keeping only what the backward pass
+  reads, in reused buffers;
 * **backward:** the ticks run in reverse carrying the gradients of the pre- and post-activation windows;
   the synapse parameter gradients are one matmul over all ticks at the end.
 
