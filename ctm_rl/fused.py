@@ -40,6 +40,8 @@ class _Recurrence(NamedTuple):
     ln_eps: tuple[float, ...]  # LayerNorm epsilon of every synapse block
     left: torch.Tensor  # the neuron pairs of the synchronisation
     right: torch.Tensor
+    pairs: torch.Tensor  # left then right: both members of every pair gathered in one index_select
+    swapped_pairs: torch.Tensor  # right then left: where each member's gradient goes (see the backward pass)
 
 
 def fused_parameters(ctm: nn.Module) -> tuple[_Recurrence, list[torch.Tensor]] | None:
@@ -71,6 +73,8 @@ def fused_parameters(ctm: nn.Module) -> tuple[_Recurrence, list[torch.Tensor]] |
         ln_eps=tuple(norm.eps for _, _, norm in blocks),
         left=ctm.synch_left,
         right=ctm.synch_right,
+        pairs=torch.cat((ctm.synch_left, ctm.synch_right)),
+        swapped_pairs=torch.cat((ctm.synch_right, ctm.synch_left)),
     )
     params = [p for lin, _, norm in blocks for p in (lin.weight, lin.bias, norm.weight, norm.bias)]
     params += [p for layer in nlm_layers for p in (layer.weight, layer.bias, layer.temperature)]
@@ -172,19 +176,30 @@ class FusedSequence(torch.autograd.Function):
         start_rows = torch.cat((start_pre, start_post[rec.left] * start_post[rec.right], start_post))
         # Saved for the backward pass besides the buffer: the windows that resets replaced, the pair members
         # of every tick, every tick's NLM outputs (before and after each GLU) and synapse activations.
-        pair_posts = _workspace.take((2, TK, S, B), pre)
+        pair_posts = _workspace.take((TK, 2 * S, B), pre)
         nlm_h = [_workspace.take((TK, D, weight.shape[1], B), pre) for weight, _, _ in nlm]
-        nlm_out = [[] for _ in nlm[:-1]]
+        nlm_out = [_workspace.take((TK, D, weight.shape[1] // 2, B), pre) for weight, _, _ in nlm[:-1]]
         replaced = [None] * T
-        synapse_saved = {key: [[] for _ in range(n_syn)] for key in ("h", "x", "mean", "rstd", "y")}
+        # Each synapse block's matmul output h and GLU output x go straight into buffers for all ticks; the
+        # LayerNorm statistics, and the outputs y of the inner blocks (the last one's is the pre slot), are
+        # stacked at the end.
+        synapse_h = [_workspace.take((TK, B, weight.shape[0]), pre) for weight, _, _, _ in synapse]
+        synapse_x = [_workspace.take((TK, B, weight.shape[0] // 2), pre) for weight, _, _, _ in synapse]
+        synapse_stats = {"mean": [[] for _ in range(n_syn)], "rstd": [[] for _ in range(n_syn)],
+                         "y": [[] for _ in range(n_syn - 1)]}
         z_prev = _workspace.take((TK, B, D), pre)
         # Per-tick views made once: indexing inside the loop costs as much as some of its ops.
         pre_slots, product_slots, post_slots = pre_buffer.unbind(1), product_buffer.unbind(1), post_buffer.unbind(1)
-        z_prev_ticks, left_ticks, right_ticks = z_prev.unbind(0), pair_posts[0].unbind(0), pair_posts[1].unbind(0)
+        z_prev_ticks, pair_ticks = z_prev.unbind(0), pair_posts.unbind(0)
+        left_ticks, right_ticks = pair_posts[:, :S].unbind(0), pair_posts[:, S:].unbind(0)
+        # Every NLM layer writes its GLU output in place: the last one into the newest post-activation slot.
         nlm_h_ticks = [h.unbind(0) for h in nlm_h]
+        nlm_out_ticks = [out.unbind(0) for out in nlm_out] + [post_buffer.unsqueeze(2).unbind(1)[M:]]
         feature_steps = feature_term.unbind(0)
         synapse_weights = [(weight.t(), bias, ln_weight, ln_bias) for weight, bias, ln_weight, ln_bias in synapse]
-        syncs = []
+        synapse_h_ticks, synapse_x_ticks = [h.unbind(0) for h in synapse_h], [x.unbind(0) for x in synapse_x]
+        syncs = _workspace.take((T, S, 1, B), pre)  # each step's decay-weighted sum of products
+        sync_steps = syncs.unbind(0)
         for s in range(T):
             reset = reset_envs[s]
             for k in range(K):
@@ -194,36 +209,33 @@ class FusedSequence(torch.autograd.Function):
                     replaced[s] = _by_env(buffer[:D + S, t:t + M]).index_select(0, reset)
                     _by_env(buffer[:, t:t + M]).index_copy_(0, reset, start_rows.expand(len(reset), -1, -1))
                 z = z_prev_ticks[t].copy_(post_slots[t + M - 1].t())
-                x = torch.addmm(feature_steps[s], z, weight0_post)
+                x = torch.addmm(feature_steps[s], z, weight0_post, out=synapse_h_ticks[0][t])
                 for i, (weight_t, bias, ln_weight, ln_bias) in enumerate(synapse_weights):
                     if i > 0:
-                        x = torch.addmm(bias, x, weight_t)
-                    synapse_saved["h"][i].append(x)
-                    x = nn.functional.glu(x)
-                    synapse_saved["x"][i].append(x)
+                        x = torch.addmm(bias, x, weight_t, out=synapse_h_ticks[i][t])
+                    x = aten.glu.out(x, -1, out=synapse_x_ticks[i][t])
                     x, mean, rstd = torch.native_layer_norm(x, [x.shape[-1]], ln_weight, ln_bias, rec.ln_eps[i])
-                    synapse_saved["mean"][i].append(mean)
-                    synapse_saved["rstd"][i].append(rstd)
-                    synapse_saved["y"][i].append(x)
+                    synapse_stats["mean"][i].append(mean)
+                    synapse_stats["rstd"][i].append(rstd)
+                    if i < n_syn - 1:
+                        synapse_stats["y"][i].append(x)
                 pre_slots[t + M].copy_(x.t())
                 x = pre_buffer[:, t + 1:t + M + 1]  # the window, (D, M, B)
                 for j, (weight_t, bias, inv_temperature) in enumerate(nlm):
                     x = torch.baddbmm(bias, weight_t, x, beta=inv_temperature, alpha=inv_temperature,
                                       out=nlm_h_ticks[j][t])
-                    x = nn.functional.glu(x, 1)
-                    if j < n_nlm - 1:
-                        nlm_out[j].append(x)
-                newest = post_slots[t + M].copy_(x.squeeze(1))
-                left = torch.index_select(newest, 0, rec.left, out=left_ticks[t])
-                right = torch.index_select(newest, 0, rec.right, out=right_ticks[t])
-                torch.mul(left, right, out=product_slots[t + M])
-            syncs.append(torch.bmm(decay, product_buffer[:, t + 1:t + M + 1]).squeeze(1))  # (S, B)
-        sync = (torch.stack(syncs) / norm).transpose(1, 2)
+                    x = aten.glu.out(x, 1, out=nlm_out_ticks[j][t])
+                torch.index_select(post_slots[t + M], 0, rec.pairs, out=pair_ticks[t])
+                torch.mul(left_ticks[t], right_ticks[t], out=product_slots[t + M])
+            torch.bmm(decay, product_buffer[:, t + 1:t + M + 1], out=sync_steps[s])
+        sync = (syncs.squeeze(2) / norm).transpose(1, 2)
+        _workspace.give_back(syncs)
         final_pre, final_post = pre_buffer[:, TK:].clone(), post_buffer[:, TK:].clone()
 
         ctx.rec, ctx.reset_envs, ctx.inv_temperatures = rec, reset_envs, [inv for _, _, inv in nlm]
         ctx.synapse_saved = {key: [torch.stack(ticks, out=_workspace.take((TK, *ticks[0].shape), pre))
-                                   for ticks in value] for key, value in synapse_saved.items()}
+                                   for ticks in value] for key, value in synapse_stats.items()}
+        ctx.synapse_saved.update(h=synapse_h, x=synapse_x)
         ctx.buffers = buffer, pair_posts, nlm_h, nlm_out, replaced, z_prev
         ctx.save_for_backward(features, post, sync, *params)
         return sync, final_pre, final_post
@@ -268,25 +280,35 @@ class FusedSequence(torch.autograd.Function):
             grad_pre_buffer[:, TK:] = grad_pre
         if grad_post is not None:
             grad_post_buffer[:, TK:] = grad_post
-        grad_start_rows = buffer.new_zeros(buffer.shape[0], M)
+        # The window gradients of the envs that reset, gathered into one buffer and summed at the end.  Its
+        # capacity is rounded up to a power of two, so that the workspace hands it out again.
+        reset_counts = [0 if reset is None else len(reset) for reset in reset_envs]
+        n_resets = sum(reset_counts)
+        capacity = 1 << max(n_resets - 1, 0).bit_length()
+        grad_starts_buffer = _workspace.take((capacity, buffer.shape[0], M), buffer)
+        grad_starts = grad_starts_buffer[:n_resets]
+        grad_start_parts = grad_starts.split(reset_counts)
         # NLM layers compute h = (x W + b) / temperature.  The loop accumulates dL/dh-based sums and the
         # input gradient uses W / temperature; the division of the parameter gradients by the temperature
         # happens once at the end.  Weight gradients are accumulated transposed, (D, out, in): as
         # G @ X^T that batched matmul is twice as fast on CPU as X @ G^T.
         scaled_weights = [weight * inv for (weight, _, _), inv in zip(nlm, inv_temperatures)]
-        grad_nlm = [(weight.new_zeros(weight.transpose(1, 2).shape), torch.zeros_like(bias))
+        # Bias gradients are accumulated per env, (D, out, B), and summed over envs at the end: one op a tick.
+        grad_nlm = [(weight.new_zeros(weight.transpose(1, 2).shape), bias.new_zeros(*bias.shape, B))
                     for weight, bias, _ in nlm]
         # Every tick's gradients at the synapse blocks' GLU inputs (h) and LayerNorm outputs (y), for the
         # parameter gradients after the loop.
         grad_synapse_h = [_workspace.take(tuple(h.shape), h) for h in synapse_saved["h"]]
-        grad_synapse_y = [_workspace.take(tuple(y.shape), y) for y in synapse_saved["y"]]
+        grad_synapse_y = [_workspace.take(tuple(x.shape), x) for x in synapse_saved["x"]]  # x and y: same shape
         decay_column = decay.unsqueeze(-1)  # (S, M, 1)
         # Per-tick views made once, as in the forward pass; the synapse blocks and NLM layers in reverse.
         grad_product_slots, grad_post_slots = grad_product_buffer.unbind(1), grad_post_buffer.unbind(1)
         grad_pre_slots = grad_pre_buffer.unbind(1)
-        left_ticks, right_ticks = pair_posts[0].unbind(0), pair_posts[1].unbind(0)
-        nlm_layers = [(nlm_h[j].unbind(0), nlm_out[j - 1] if j else None, *grad_nlm[j], scaled_weights[j])
-                      for j in reversed(range(n_nlm))]
+        pair_ticks = pair_posts.view(TK, 2, S, B).unbind(0)
+        scaled_pairs = buffer.new_empty(2, S, B)  # a tick's pair members times their product's gradient
+        scaled_pairs_rows = scaled_pairs.view(2 * S, B)
+        nlm_layers = [(nlm_h[j].unbind(0), nlm_out[j - 1].unbind(0) if j else None, *grad_nlm[j],
+                       scaled_weights[j]) for j in reversed(range(n_nlm))]
         synapse_blocks = [(*(synapse_saved[key][i].unbind(0) for key in ("x", "mean", "rstd", "h")),
                            grad_synapse_h[i].unbind(0), grad_synapse_y[i - 1].unbind(0) if i else None,
                            [synapse[i][0].shape[0] // 2], synapse[i][0] if i else weight0_post, *synapse[i][2:])
@@ -300,16 +322,17 @@ class FusedSequence(torch.autograd.Function):
                 grad_decay_weights.addcmul_(product_buffer[:, window], gradient)
                 grad_product_buffer[:, window].addcmul_(decay_column, gradient)
             # The newest product, complete now, back to the newest post-activation.
-            grad_product, grad_newest_post = grad_product_slots[newest], grad_post_slots[newest]  # (S, B), (D, B)
-            grad_newest_post.index_add_(0, rec.left, grad_product * right_ticks[t])
-            grad_newest_post.index_add_(0, rec.right, grad_product * left_ticks[t])
+            # [left; right] times the product's gradient goes to [right; left]: post_i gets g * post_j.
+            grad_newest_post = grad_post_slots[newest]  # (D, B)
+            torch.mul(grad_product_slots[newest], pair_ticks[t], out=scaled_pairs)
+            grad_newest_post.index_add_(0, rec.swapped_pairs, scaled_pairs_rows)
             # Neuron-level models: from the newest post-activation back to the pre-activation window.
             grad = grad_newest_post.unsqueeze(1)  # (D, 1, B)
             for h, layer_inputs, grad_weight_t, grad_bias, scaled_weight in nlm_layers:
                 grad = aten.glu_backward(grad, h[t], 1)  # dL/dh
                 layer_input = pre_buffer[:, window] if layer_inputs is None else layer_inputs[t]
                 grad_weight_t.baddbmm_(grad, layer_input.transpose(1, 2))
-                grad_bias += grad.sum(-1)
+                grad_bias.add_(grad)
                 grad = torch.bmm(scaled_weight, grad)
             grad_pre_buffer[:, window] += grad
             # Synapses: from the newest pre-activation back to the previous tick's newest post-activation.
@@ -323,10 +346,10 @@ class FusedSequence(torch.autograd.Function):
             if k == 0 and reset_envs[s] is not None:
                 # These envs started from the learned start traces: their window gradients end there, and
                 # their windows before the reset come back.
-                reset, window = reset_envs[s], slice(t, t + M)
-                grad_start_rows += _by_env(grad_buffer[:, window]).index_select(0, reset).sum(0)
-                _by_env(grad_buffer[:, window]).index_fill_(0, reset, 0.0)
-                _by_env(buffer[:D + S, window]).index_copy_(0, reset, replaced[s])
+                reset, grad_window = reset_envs[s], _by_env(grad_buffer[:, t:t + M])
+                torch.index_select(grad_window, 0, reset, out=grad_start_parts[s])
+                grad_window.index_fill_(0, reset, 0.0)
+                _by_env(buffer[:D + S, t:t + M]).index_copy_(0, reset, replaced[s])
 
         # Synapse parameter gradients: one matmul each over all T*K ticks and B envs.
         grads = []
@@ -347,7 +370,7 @@ class FusedSequence(torch.autograd.Function):
             grads += [grad_weight, grad_h.sum(0), weighted_normalised.sum(0), grad_y.sum(0)]
         # d loss / d temperature = -(<W, dW> + <b, db>) / temperature, with dW, db the gradients of W and b.
         for (weight, bias, temperature), (grad_weight_t, grad_bias), inv in zip(nlm, grad_nlm, inv_temperatures):
-            grad_weight, grad_bias = grad_weight_t.transpose(1, 2) * inv, grad_bias * inv
+            grad_weight, grad_bias = grad_weight_t.transpose(1, 2) * inv, grad_bias.sum(-1) * inv
             grad_temperature = -((weight * grad_weight).sum() + (bias * grad_bias).sum()) * inv
             grads += [grad_weight, grad_bias, grad_temperature.view_as(temperature)]
 
@@ -357,7 +380,7 @@ class FusedSequence(torch.autograd.Function):
             grad_window.index_add_(0, rec.right, grad_products * posts.index_select(0, rec.left))
             return grad_window
 
-        grad_start_pre, grad_start_products, grad_start_post = grad_start_rows.split((D, S, D))
+        grad_start_pre, grad_start_products, grad_start_post = grad_starts.sum(0).split((D, S, D))
         grad_start_post = product_backward(grad_start_post, grad_start_products, start_post)
         grad_pre = grad_pre_buffer[:, :M].clone()
         grad_post = product_backward(grad_post_buffer[:, :M].clone(), grad_product_buffer[:, :M], post)
@@ -366,8 +389,9 @@ class FusedSequence(torch.autograd.Function):
         ages = torch.arange(M - 1, -1, -1, dtype=decay.dtype, device=decay.device)
         inside = (decay_params >= 0) & (decay_params <= 4)
         grads += [grad_start_pre, grad_start_post, -(grad_decay * decay * ages).sum(-1) * inside]
-        _workspace.give_back(buffer, grad_buffer, pair_posts, z_prev, *nlm_h, *grad_synapse_h,
-                             *grad_synapse_y, *(saved for value in synapse_saved.values() for saved in value))
+        _workspace.give_back(buffer, grad_buffer, grad_starts_buffer, pair_posts, z_prev, *nlm_h, *nlm_out,
+                             *grad_synapse_h, *grad_synapse_y,
+                             *(saved for value in synapse_saved.values() for saved in value))
         return (None, grad_features, grad_pre, grad_post, None, *grads)
 
 
