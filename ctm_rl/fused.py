@@ -38,10 +38,10 @@ class _Recurrence(NamedTuple):
     n_synapse_blocks: int
     n_nlm_layers: int
     ln_eps: tuple[float, ...]  # LayerNorm epsilon of every synapse block
-    left: torch.Tensor  # the neuron pairs of the synchronisation
-    right: torch.Tensor
-    pairs: torch.Tensor  # left then right: both members of every pair gathered in one index_select
-    swapped_pairs: torch.Tensor  # right then left: where each member's gradient goes (see the backward pass)
+    # The synchronisation's neuron pairs (i, j): all left members then all right members, gathered in one
+    # index_select; and right then left, where each member's gradient goes (see _pair_products_backward).
+    pairs: torch.Tensor
+    swapped_pairs: torch.Tensor
 
 
 def fused_parameters(ctm: nn.Module) -> tuple[_Recurrence, list[torch.Tensor]] | None:
@@ -71,8 +71,6 @@ def fused_parameters(ctm: nn.Module) -> tuple[_Recurrence, list[torch.Tensor]] |
         n_synapse_blocks=len(blocks),
         n_nlm_layers=len(nlm_layers),
         ln_eps=tuple(norm.eps for _, _, norm in blocks),
-        left=ctm.synch_left,
-        right=ctm.synch_right,
         pairs=torch.cat((ctm.synch_left, ctm.synch_right)),
         swapped_pairs=torch.cat((ctm.synch_right, ctm.synch_left)),
     )
@@ -86,6 +84,22 @@ def _decay(decay_params: torch.Tensor, memory_length: int) -> torch.Tensor:
     """Synchronisation weights ``exp(-r (M-1-m))``, ``(S, M)``: the same formula as the CTM's."""
     ages = torch.arange(memory_length - 1, -1, -1, dtype=decay_params.dtype, device=decay_params.device)
     return torch.exp(-decay_params.clamp(0.0, 4.0).unsqueeze(-1) * ages)
+
+
+def _pair_products(rec: _Recurrence, posts: torch.Tensor) -> torch.Tensor:
+    """``post_i * post_j`` for every synchronised pair (i, j), over the first dimension of ``posts``."""
+    members = posts.index_select(0, rec.pairs)
+    n_pairs = len(members) // 2
+    return members[:n_pairs] * members[n_pairs:]
+
+
+def _pair_products_backward(rec: _Recurrence, grad_posts: torch.Tensor, grad_products: torch.Tensor,
+                            posts: torch.Tensor) -> torch.Tensor:
+    """Add the gradient of :func:`_pair_products` to ``grad_posts``: ``post_i`` gets ``g * post_j`` and
+    ``post_j`` gets ``g * post_i``, so ``[left; right]`` members times ``g`` go to ``[right; left]``."""
+    members = posts.index_select(0, rec.pairs)
+    members.view(2, *grad_products.shape).mul_(grad_products)
+    return grad_posts.index_add_(0, rec.swapped_pairs, members)
 
 
 def _by_env(window: torch.Tensor) -> torch.Tensor:
@@ -155,7 +169,7 @@ class FusedSequence(torch.autograd.Function):
         start_pre, start_post, decay_params = params[-3:]
         T, B, _ = features.shape
         D, M, _ = pre.shape
-        S = rec.left.numel()
+        S = len(rec.pairs) // 2
         TK = T * K
 
         # The feature part of the first synapse layer is the same for every tick of a step: one matmul for
@@ -172,8 +186,8 @@ class FusedSequence(torch.autograd.Function):
         buffer = _workspace.take((2 * D + S, M + TK, B), pre)
         pre_buffer, product_buffer, post_buffer = buffer[:D], buffer[D:D + S], buffer[D + S:]
         pre_buffer[:, :M], post_buffer[:, :M] = pre, post
-        torch.mul(post.index_select(0, rec.left), post.index_select(0, rec.right), out=product_buffer[:, :M])
-        start_rows = torch.cat((start_pre, start_post[rec.left] * start_post[rec.right], start_post))
+        product_buffer[:, :M] = _pair_products(rec, post)
+        start_rows = torch.cat((start_pre, _pair_products(rec, start_post), start_post))
         # Saved for the backward pass besides the buffer: the windows that resets replaced, the pair members
         # of every tick, every tick's NLM outputs (before and after each GLU) and synapse activations.
         pair_posts = _workspace.take((TK, 2 * S, B), pre)
@@ -225,6 +239,7 @@ class FusedSequence(torch.autograd.Function):
                     x = torch.baddbmm(bias, weight_t, x, beta=inv_temperature, alpha=inv_temperature,
                                       out=nlm_h_ticks[j][t])
                     x = aten.glu.out(x, 1, out=nlm_out_ticks[j][t])
+                # _pair_products, with the members saved for the backward pass.
                 torch.index_select(post_slots[t + M], 0, rec.pairs, out=pair_ticks[t])
                 torch.mul(left_ticks[t], right_ticks[t], out=product_slots[t + M])
             torch.bmm(decay, product_buffer[:, t + 1:t + M + 1], out=sync_steps[s])
@@ -257,7 +272,7 @@ class FusedSequence(torch.autograd.Function):
         start_post, decay_params = params[-2], params[-1]
         T, B, _ = features.shape
         D, M, _ = post.shape
-        S = rec.left.numel()
+        S = len(rec.pairs) // 2
         TK = T * K
         weight0_post = synapse[0][0][:, rec.n_feature:]
         decay = _decay(decay_params, M)
@@ -322,7 +337,7 @@ class FusedSequence(torch.autograd.Function):
                 grad_decay_weights.addcmul_(product_buffer[:, window], gradient)
                 grad_product_buffer[:, window].addcmul_(decay_column, gradient)
             # The newest product, complete now, back to the newest post-activation.
-            # [left; right] times the product's gradient goes to [right; left]: post_i gets g * post_j.
+            # As _pair_products_backward, into buffers made once.
             grad_newest_post = grad_post_slots[newest]  # (D, B)
             torch.mul(grad_product_slots[newest], pair_ticks[t], out=scaled_pairs)
             grad_newest_post.index_add_(0, rec.swapped_pairs, scaled_pairs_rows)
@@ -375,15 +390,11 @@ class FusedSequence(torch.autograd.Function):
             grads += [grad_weight, grad_bias, grad_temperature.view_as(temperature)]
 
         # The products of the start traces and of the initial windows, back to their post-activations.
-        def product_backward(grad_window, grad_products, posts):
-            grad_window.index_add_(0, rec.left, grad_products * posts.index_select(0, rec.right))
-            grad_window.index_add_(0, rec.right, grad_products * posts.index_select(0, rec.left))
-            return grad_window
-
         grad_start_pre, grad_start_products, grad_start_post = grad_starts.sum(0).split((D, S, D))
-        grad_start_post = product_backward(grad_start_post, grad_start_products, start_post)
+        grad_start_post = _pair_products_backward(rec, grad_start_post, grad_start_products, start_post)
         grad_pre = grad_pre_buffer[:, :M].clone()
-        grad_post = product_backward(grad_post_buffer[:, :M].clone(), grad_product_buffer[:, :M], post)
+        grad_post = _pair_products_backward(rec, grad_post_buffer[:, :M].clone(), grad_product_buffer[:, :M],
+                                            post)
         # decay = exp(-clamp(r, 0, 4) * age), norm = sqrt(sum_m decay): the chain rule back to r.
         grad_decay = grad_decay_weights.sum(-1) + (grad_norm / (2 * norm)).unsqueeze(-1)
         ages = torch.arange(M - 1, -1, -1, dtype=decay.dtype, device=decay.device)
