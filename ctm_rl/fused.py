@@ -86,18 +86,23 @@ def _decay(decay_params: torch.Tensor, memory_length: int) -> torch.Tensor:
     return torch.exp(-decay_params.clamp(0.0, 4.0).unsqueeze(-1) * ages)
 
 
-def _pair_products(rec: _Recurrence, posts: torch.Tensor) -> torch.Tensor:
-    """``post_i * post_j`` for every synchronised pair (i, j), over the first dimension of ``posts``."""
-    members = posts.index_select(0, rec.pairs)
+def _pair_products(rec: _Recurrence, posts: torch.Tensor, members: torch.Tensor | None = None,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """``post_i * post_j`` for every synchronised pair (i, j), over the first dimension of ``posts``.
+
+    The pair members ``[left; right]`` are gathered into ``members`` and the products written into ``out``
+    when these are given (the fused forward pass keeps the members for the backward pass).
+    """
+    members = torch.index_select(posts, 0, rec.pairs, out=members)
     n_pairs = len(members) // 2
-    return members[:n_pairs] * members[n_pairs:]
+    return torch.mul(members[:n_pairs], members[n_pairs:], out=out)
 
 
 def _pair_products_backward(rec: _Recurrence, grad_posts: torch.Tensor, grad_products: torch.Tensor,
-                            posts: torch.Tensor) -> torch.Tensor:
-    """Add the gradient of :func:`_pair_products` to ``grad_posts``: ``post_i`` gets ``g * post_j`` and
-    ``post_j`` gets ``g * post_i``, so ``[left; right]`` members times ``g`` go to ``[right; left]``."""
-    members = posts.index_select(0, rec.pairs)
+                            members: torch.Tensor) -> torch.Tensor:
+    """Add the gradient of :func:`_pair_products` to ``grad_posts``, given the pair members ``[left; right]``
+    it multiplied, which are overwritten: ``post_i`` gets ``g * post_j`` and ``post_j`` gets ``g * post_i``,
+    so the members times ``g`` go to ``[right; left]``."""
     members.view(2, *grad_products.shape).mul_(grad_products)
     return grad_posts.index_add_(0, rec.swapped_pairs, members)
 
@@ -205,7 +210,6 @@ class FusedSequence(torch.autograd.Function):
         # Per-tick views made once: indexing inside the loop costs as much as some of its ops.
         pre_slots, product_slots, post_slots = pre_buffer.unbind(1), product_buffer.unbind(1), post_buffer.unbind(1)
         z_prev_ticks, pair_ticks = z_prev.unbind(0), pair_posts.unbind(0)
-        left_ticks, right_ticks = pair_posts[:, :S].unbind(0), pair_posts[:, S:].unbind(0)
         # Every NLM layer writes its GLU output in place: the last one into the newest post-activation slot.
         nlm_h_ticks = [h.unbind(0) for h in nlm_h]
         nlm_out_ticks = [out.unbind(0) for out in nlm_out] + [post_buffer.unsqueeze(2).unbind(1)[M:]]
@@ -239,9 +243,7 @@ class FusedSequence(torch.autograd.Function):
                     x = torch.baddbmm(bias, weight_t, x, beta=inv_temperature, alpha=inv_temperature,
                                       out=nlm_h_ticks[j][t])
                     x = aten.glu.out(x, 1, out=nlm_out_ticks[j][t])
-                # _pair_products, with the members saved for the backward pass.
-                torch.index_select(post_slots[t + M], 0, rec.pairs, out=pair_ticks[t])
-                torch.mul(left_ticks[t], right_ticks[t], out=product_slots[t + M])
+                _pair_products(rec, post_slots[t + M], members=pair_ticks[t], out=product_slots[t + M])
             torch.bmm(decay, product_buffer[:, t + 1:t + M + 1], out=sync_steps[s])
         sync = (syncs.squeeze(2) / norm).transpose(1, 2)
         _workspace.give_back(syncs)
@@ -319,9 +321,7 @@ class FusedSequence(torch.autograd.Function):
         # Per-tick views made once, as in the forward pass; the synapse blocks and NLM layers in reverse.
         grad_product_slots, grad_post_slots = grad_product_buffer.unbind(1), grad_post_buffer.unbind(1)
         grad_pre_slots = grad_pre_buffer.unbind(1)
-        pair_ticks = pair_posts.view(TK, 2, S, B).unbind(0)
-        scaled_pairs = buffer.new_empty(2, S, B)  # a tick's pair members times their product's gradient
-        scaled_pairs_rows = scaled_pairs.view(2 * S, B)
+        pair_ticks = pair_posts.unbind(0)  # not read again once the backward pass has used them
         nlm_layers = [(nlm_h[j].unbind(0), nlm_out[j - 1].unbind(0) if j else None, *grad_nlm[j],
                        scaled_weights[j]) for j in reversed(range(n_nlm))]
         synapse_blocks = [(*(synapse_saved[key][i].unbind(0) for key in ("x", "mean", "rstd", "h")),
@@ -337,10 +337,8 @@ class FusedSequence(torch.autograd.Function):
                 grad_decay_weights.addcmul_(product_buffer[:, window], gradient)
                 grad_product_buffer[:, window].addcmul_(decay_column, gradient)
             # The newest product, complete now, back to the newest post-activation.
-            # As _pair_products_backward, into buffers made once.
-            grad_newest_post = grad_post_slots[newest]  # (D, B)
-            torch.mul(grad_product_slots[newest], pair_ticks[t], out=scaled_pairs)
-            grad_newest_post.index_add_(0, rec.swapped_pairs, scaled_pairs_rows)
+            grad_newest_post = _pair_products_backward(rec, grad_post_slots[newest], grad_product_slots[newest],
+                                                       pair_ticks[t])  # (D, B)
             # Neuron-level models: from the newest post-activation back to the pre-activation window.
             grad = grad_newest_post.unsqueeze(1)  # (D, 1, B)
             for h, layer_inputs, grad_weight_t, grad_bias, scaled_weight in nlm_layers:
@@ -391,10 +389,11 @@ class FusedSequence(torch.autograd.Function):
 
         # The products of the start traces and of the initial windows, back to their post-activations.
         grad_start_pre, grad_start_products, grad_start_post = grad_starts.sum(0).split((D, S, D))
-        grad_start_post = _pair_products_backward(rec, grad_start_post, grad_start_products, start_post)
+        grad_start_post = _pair_products_backward(rec, grad_start_post, grad_start_products,
+                                                  start_post.index_select(0, rec.pairs))
         grad_pre = grad_pre_buffer[:, :M].clone()
         grad_post = _pair_products_backward(rec, grad_post_buffer[:, :M].clone(), grad_product_buffer[:, :M],
-                                            post)
+                                            post.index_select(0, rec.pairs))
         # decay = exp(-clamp(r, 0, 4) * age), norm = sqrt(sum_m decay): the chain rule back to r.
         grad_decay = grad_decay_weights.sum(-1) + (grad_norm / (2 * norm)).unsqueeze(-1)
         ages = torch.arange(M - 1, -1, -1, dtype=decay.dtype, device=decay.device)
