@@ -354,8 +354,12 @@ class FusedSequence(torch.autograd.Function):
                 grad = aten.native_layer_norm_backward(grad, x[t], width, mean[t], rstd[t], ln_weight, ln_bias,
                                                        [True, False, False])[0]
                 grad = aten.glu_backward.grad_input(grad, h[t], -1, grad_input=grad_h[t])
-                grad = torch.mm(grad, weight) if grad_y_before is None else torch.mm(grad, weight, out=grad_y_before[t])
-            grad_post_slots[newest - 1].add_(grad.t())  # the synapses read the previous newest post-activation
+                if grad_y_before is None:
+                    # The first block read the previous newest post-activation: its input gradient goes
+                    # straight into that slot's (transposed) gradient, one op where mm and add_ were two.
+                    grad_post_slots[newest - 1].t().addmm_(grad, weight)
+                else:
+                    grad = torch.mm(grad, weight, out=grad_y_before[t])
             if k == 0 and reset_envs[s] is not None:
                 # These envs started from the learned start traces: their window gradients end there, and
                 # their windows before the reset come back.
@@ -367,10 +371,13 @@ class FusedSequence(torch.autograd.Function):
         # Synapse parameter gradients: one matmul each over all T*K ticks and B envs.
         grads = []
         rows = TK * B
+        # The first block's gradients summed over each step's ticks (the features are the same for all of them),
+        # in a reused buffer: a fresh one of this size costs more in page faults than the sum.
+        grad_h_steps = _workspace.take((T, B, synapse[0][0].shape[0]), features)
         for i, (weight, _, _, _) in enumerate(synapse):
             grad_h, grad_y = grad_synapse_h[i].view(rows, -1), grad_synapse_y[i].view(rows, -1)
             if i == 0:
-                grad_h_step = grad_h.view(T, K, B, -1).sum(1).view(T * B, -1)
+                grad_h_step = torch.sum(grad_h.view(T, K, B, -1), 1, out=grad_h_steps).view(T * B, -1)
                 grad_features = (grad_h_step @ weight[:, :rec.n_feature]).view(T, B, -1)
                 grad_weight = torch.cat((grad_h_step.t() @ features.reshape(T * B, -1),
                                          grad_h.t() @ z_prev.view(rows, -1)), dim=1)
@@ -400,7 +407,7 @@ class FusedSequence(torch.autograd.Function):
         inside = (decay_params >= 0) & (decay_params <= 4)
         grads += [grad_start_pre, grad_start_post, -(grad_decay * decay * ages).sum(-1) * inside]
         _workspace.give_back(buffer, grad_buffer, grad_starts_buffer, pair_posts, z_prev, *nlm_h, *nlm_out,
-                             *grad_synapse_h, *grad_synapse_y,
+                             grad_h_steps, *grad_synapse_h, *grad_synapse_y,
                              *(saved for value in synapse_saved.values() for saved in value))
         return (None, grad_features, grad_pre, grad_post, None, *grads)
 
