@@ -12,10 +12,10 @@ with their 95% bootstrap intervals (the same figure as ``ctm-rl benchmark``'s). 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ctm_rl.bench.report import align_curves, plot_curves, read_evaluations
+from ctm_rl.bench.stats import first_step_reaching
 
 
 def curves_of(folder: Path):
@@ -46,9 +46,10 @@ def main() -> None:
             parser.error(f"{folder}: no seed_*/evaluations.csv there")
         curves[label] = curve
     for label, curve in curves.items():
-        reached = next((int(step) for step, value in zip(curve.steps, curve.mean)
-                        if args.threshold is not None and value >= args.threshold), None)
-        print(f"{label} ({len(curve.seeds)} seeds): first step with mean >= {args.threshold}: {reached}")
+        print(f"{label} ({len(curve.seeds)} seeds)")
+        if args.threshold is not None:
+            reached = first_step_reaching(curve.steps, curve.mean, args.threshold)
+            print(f"  first step with mean >= {args.threshold}: {reached}")
         print("  " + "  ".join(f"{step // 1000}k {value:.1f}" for step, value in zip(curve.steps, curve.mean)))
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
@@ -57,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
