@@ -81,8 +81,8 @@ def main() -> None:
         for _ in range(5):
             _, _, _, state = policy(obs, state, no_starts)
         holder["state"] = state
-        features = policy.extract_features(obs)
-        sync, _ = policy.ctm(features, state, no_starts)
+        feature_term = policy._feature_term(obs)
+        sync, _ = policy.ctm(feature_term, state, no_starts)
 
     def full_step() -> None:
         with torch.inference_mode():
@@ -90,11 +90,11 @@ def main() -> None:
 
     def backbone() -> None:
         with torch.inference_mode():
-            policy.extract_features(obs)
+            policy._feature_term(obs)
 
     def core() -> None:
         with torch.inference_mode():
-            policy.ctm(features, state, no_starts)
+            policy.ctm(feature_term, state, no_starts)
 
     def heads() -> None:
         with torch.inference_mode():

@@ -20,6 +20,11 @@ One environment step, given backbone features ``f`` of the observation:
 The synchronisation vector ``sync`` is the representation the actor and critic read.  The histories are
 carried from one env step to the next and replaced by the learned start traces at episode starts.
 
+The synapses' first layer is linear in ``concat(f, z)``: ``W_f f + W_z z + b``.  The features' share, the
+*feature term* ``W_f f``, is the same for every tick of an env step, so it is computed once per env step
+(:meth:`ContinuousThoughtMachine.feature_term`, or by the backbone straight from the observation, see
+:mod:`ctm_rl.backbones`), and the model's methods take it in place of ``f``.
+
 This module is plain PyTorch: it knows nothing of Stable-Baselines3.
 """
 
@@ -83,8 +88,18 @@ class SynapseUNet(nn.Module):
         self.up_projections = nn.ModuleList(level(widths[i + 1], widths[i]) for i in range(depth - 1))
         self.skip_lns = nn.ModuleList(nn.LayerNorm(widths[i]) for i in range(depth - 1))
 
+    input_dropout = nn.Identity()  # the U-Net drops out inside its levels only
+
+    @property
+    def input_layer(self) -> nn.Linear:
+        return self.first_projection[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        downs = [self.first_projection(x)]
+        return self.forward_from_input_layer(self.input_layer(x))
+
+    def forward_from_input_layer(self, h: torch.Tensor) -> torch.Tensor:
+        """The rest of the model, from the first layer's output ``h``."""
+        downs = [self.first_projection[1:](h)]
         for down in self.down_projections:
             downs.append(down(downs[-1]))
         out = downs[-1]
@@ -93,10 +108,36 @@ class SynapseUNet(nn.Module):
         return out
 
 
+class SynapseGLU(nn.Sequential):
+    """Synapse model of depth 1, the reference RL agent's: ``Dropout``, then two ``Linear -> GLU -> LayerNorm``
+    blocks (an ``nn.Sequential``, so the parameter names are the authors')."""
+
+    def __init__(self, in_dim: int, d_model: int, dropout: float = 0.0):
+        super().__init__(nn.Dropout(dropout), *glu_block(in_dim, d_model), *glu_block(d_model, d_model))
+
+    @property
+    def input_dropout(self) -> nn.Module:
+        return self[0]
+
+    @property
+    def input_layer(self) -> nn.Linear:
+        return self[1]
+
+    def forward_from_input_layer(self, h: torch.Tensor) -> torch.Tensor:
+        """The rest of the model, from the first layer's output ``h``."""
+        for layer in list(self)[2:]:
+            h = layer(h)
+        return h
+
+
 def build_synapses(in_dim: int, d_model: int, depth: int, dropout: float) -> nn.Module:
-    """Synapse model: depth 1 is the reference RL agent's two GLU blocks; deeper is a U-Net."""
+    """Synapse model: depth 1 is the reference RL agent's two GLU blocks; deeper is a U-Net.
+
+    Both expose ``input_dropout`` and ``input_layer`` (the first ``Linear``, over ``concat(f, z)``) and
+    ``forward_from_input_layer``, which is the model given that layer's output.
+    """
     if depth == 1:
-        return nn.Sequential(nn.Dropout(dropout), *glu_block(in_dim, d_model), *glu_block(d_model, d_model))
+        return SynapseGLU(in_dim, d_model, dropout)
     return SynapseUNet(in_dim, d_model, depth, dropout)
 
 
@@ -220,6 +261,7 @@ class ContinuousThoughtMachine(nn.Module):
         super().__init__()
         _check_config(d_model, iterations, memory_length, memory_hidden_dims, synapse_depth, n_synch_out,
                       neuron_select_type, dropout)
+        self.feature_dim = feature_dim
         self.d_model = d_model
         self.iterations = iterations
         self.memory_length = memory_length
@@ -264,8 +306,6 @@ class ContinuousThoughtMachine(nn.Module):
         return (torch.where(mask, self.start_trace.unsqueeze(-1), pre),
                 torch.where(mask, self.start_activated_trace.unsqueeze(-1), post))
 
-    # --- the computation (histories laid out (D, M, B)) ---------------------------------------------------
-
     def _synchronisation(self, post: torch.Tensor) -> torch.Tensor:
         """Output synchronisation ``(B, S)`` over the post-activation window ``post`` ``(D, M, B)``."""
         decay = torch.exp(-self.decay_params_out.clamp(0.0, 4.0).unsqueeze(-1) * self.ages)  # (S, M)
@@ -277,24 +317,51 @@ class ContinuousThoughtMachine(nn.Module):
         """Output synchronisation ``(B, S)`` over a ``(B, D, M)`` post-activation window."""
         return self._synchronisation(post.permute(1, 2, 0))
 
-    def _tick(self, features: torch.Tensor, pre: torch.Tensor, post: torch.Tensor):
+    # --- the feature term ------------------------------------------------------------------------------
+
+    @property
+    def feature_weight(self) -> torch.Tensor:
+        """``W_f``, the columns of the synapses' first layer that read the features: ``(H, feature_dim)``."""
+        return self.synapses.input_layer.weight[:, :self.feature_dim]
+
+    @property
+    def drops_features(self) -> bool:
+        """Whether dropout applies to the features now (training with input dropout): the feature term must
+        then be computed from the features themselves, by :meth:`feature_term`."""
+        return self.training and isinstance(self.synapses.input_dropout, nn.Dropout) and self.synapses.input_dropout.p > 0
+
+    def feature_term(self, features: torch.Tensor) -> torch.Tensor:
+        """``W_f f``: the features' share of the first synapse layer, ``(..., H)`` from ``(..., feature_dim)``.
+
+        With input dropout, one dropout mask falls on the features for all ticks of an env step.
+        """
+        return torch.nn.functional.linear(self.synapses.input_dropout(features), self.feature_weight)
+
+    # --- the computation (histories laid out (D, M, B)) ---------------------------------------------------
+
+    def _tick(self, feature_term: torch.Tensor, pre: torch.Tensor, post: torch.Tensor):
         """One internal tick: synapses, pre-activation history, neuron-level models, post-activation history."""
-        pre_activation = self.synapses(torch.cat((features, post[:, -1].t()), dim=-1))  # (B, D)
+        synapses = self.synapses
+        layer = synapses.input_layer
+        # W_f f + b + W_z z, with z the newest post-activations.
+        h = torch.addmm(feature_term + layer.bias, synapses.input_dropout(post[:, -1].t()),
+                        layer.weight[:, self.feature_dim:].t())
+        pre_activation = synapses.forward_from_input_layer(h)  # (B, D)
         pre = torch.cat((pre[:, 1:], pre_activation.t().unsqueeze(1)), dim=1)
         post = torch.cat((post[:, 1:], self.nlm(pre).unsqueeze(1)), dim=1)
         return pre, post
 
-    def _step(self, features, pre, post, starts: torch.Tensor | None, record: bool):
+    def _step(self, feature_term, pre, post, starts: torch.Tensor | None, record: bool):
         """One env step on ``(D, M, B)`` histories; ``starts`` is None when no env starts an episode."""
         if not self.continuous_state_trace:  # the ablation: every env step thinks from the start traces
-            batch = features.shape[0]
+            batch = feature_term.shape[0]
             pre = self.start_trace.unsqueeze(-1).expand(-1, -1, batch)
             post = self.start_activated_trace.unsqueeze(-1).expand(-1, -1, batch)
         elif starts is not None:
             pre, post = self._reset(pre, post, starts)
         ticks = []
         for _ in range(self.iterations):
-            pre, post = self._tick(features, pre, post)
+            pre, post = self._tick(feature_term, pre, post)
             if record:
                 ticks.append((pre[:, -1].t(), post[:, -1].t(), self._synchronisation(post)))
         # When recording, the last tick's synchronisation is the step's output: don't compute it twice.
@@ -303,14 +370,14 @@ class ContinuousThoughtMachine(nn.Module):
 
     def forward(
         self,
-        features: torch.Tensor,
+        feature_term: torch.Tensor,
         state: CTMState,
         episode_starts: torch.Tensor | None = None,
         record: bool = False,
     ) -> tuple[torch.Tensor, CTMState] | tuple[torch.Tensor, CTMState, CTMRecording]:
         """One environment step for a batch of envs.
 
-        :param features: backbone features ``(B, feature_dim)``.
+        :param feature_term: ``W_f f`` of the backbone features ``f`` (:meth:`feature_term`), ``(B, H)``.
         :param state: histories carried from the previous env step.
         :param episode_starts: ``(B,)``, 1 where the observation is the first of an episode.
         :param record: also return per-tick pre/post-activations and synchronisation.
@@ -318,7 +385,7 @@ class ContinuousThoughtMachine(nn.Module):
         """
         starts = episode_starts if episode_starts is not None and bool(episode_starts.any()) else None
         sync, pre, post, ticks = self._step(
-            features, state.pre.permute(1, 2, 0), state.post.permute(1, 2, 0), starts, record
+            feature_term, state.pre.permute(1, 2, 0), state.post.permute(1, 2, 0), starts, record
         )
         state = CTMState(pre.permute(2, 0, 1), post.permute(2, 0, 1))
         if not record:
@@ -327,19 +394,20 @@ class ContinuousThoughtMachine(nn.Module):
         return sync, state, CTMRecording(pre_ticks, post_ticks, sync_ticks)
 
     def forward_sequence(
-        self, features: torch.Tensor, state: CTMState, episode_starts: torch.Tensor
+        self, feature_term: torch.Tensor, state: CTMState, episode_starts: torch.Tensor
     ) -> tuple[torch.Tensor, CTMState]:
-        """Run ``T`` env steps: features ``(T, B, F)``, episode starts ``(T, B)`` -> sync ``(T, B, S)``."""
+        """Run ``T`` env steps: feature terms ``(T, B, H)`` (:meth:`feature_term`), episode starts ``(T, B)``
+        -> sync ``(T, B, S)``."""
         fused = fused_parameters(self) if self.fused_backward and torch.is_grad_enabled() else None
         if fused is not None:  # the same computation with a hand-written backward pass: much faster to train
-            sync, pre, post = fused_forward_sequence(*fused, features, *state, episode_starts)
+            sync, pre, post = fused_forward_sequence(*fused, feature_term, *state, episode_starts)
             return sync, CTMState(pre, post)
         pre, post = state.pre.permute(1, 2, 0), state.post.permute(1, 2, 0)
         # One host sync for the whole sequence instead of one per step: which steps need a reset?
         any_start = episode_starts.any(dim=1).tolist()
         syncs = []
-        for features_t, starts_t, reset in zip(features, episode_starts, any_start):
-            sync, pre, post, _ = self._step(features_t, pre, post, starts_t if reset else None, record=False)
+        for term_t, starts_t, reset in zip(feature_term, episode_starts, any_start):
+            sync, pre, post, _ = self._step(term_t, pre, post, starts_t if reset else None, record=False)
             syncs.append(sync)
         return torch.stack(syncs), CTMState(pre.permute(2, 0, 1), post.permute(2, 0, 1))
 

@@ -33,7 +33,6 @@ aten = torch.ops.aten
 class _Recurrence(NamedTuple):
     """What the fused pass needs to know about a CTM besides its parameters."""
 
-    n_feature: int  # width F of the backbone features (the first columns of the first synapse layer)
     iterations: int  # ticks K per env step
     n_synapse_blocks: int
     n_nlm_layers: int
@@ -66,7 +65,6 @@ def fused_parameters(ctm: nn.Module) -> tuple[_Recurrence, list[torch.Tensor]] |
         return None
 
     recurrence = _Recurrence(
-        n_feature=blocks[0][0].in_features - ctm.d_model,
         iterations=ctm.iterations,
         n_synapse_blocks=len(blocks),
         n_nlm_layers=len(nlm_layers),
@@ -74,7 +72,10 @@ def fused_parameters(ctm: nn.Module) -> tuple[_Recurrence, list[torch.Tensor]] |
         pairs=torch.cat((ctm.synch_left, ctm.synch_right)),
         swapped_pairs=torch.cat((ctm.synch_right, ctm.synch_left)),
     )
-    params = [p for lin, _, norm in blocks for p in (lin.weight, lin.bias, norm.weight, norm.bias)]
+    # The first layer's feature columns are not the pass's: it takes their product with the features, the
+    # feature term (see ContinuousThoughtMachine.feature_term), as an input.
+    weights = [ctm.synapses.input_layer.weight[:, ctm.feature_dim:]] + [lin.weight for lin, _, _ in blocks[1:]]
+    params = [p for weight, (lin, _, norm) in zip(weights, blocks) for p in (weight, lin.bias, norm.weight, norm.bias)]
     params += [p for layer in nlm_layers for p in (layer.weight, layer.bias, layer.temperature)]
     params += [ctm.start_trace, ctm.start_activated_trace, ctm.decay_params_out]
     return recurrence, params
@@ -148,7 +149,8 @@ _workspace = _Workspace()
 class FusedSequence(torch.autograd.Function):
     """``T`` env steps of the CTM as one autograd node; see the module docstring.
 
-    Inputs: the recurrence, features ``(T, B, F)``, the start windows ``pre``/``post`` as ``(D, M, B)``,
+    Inputs: the recurrence, the feature terms ``(T, B, H)`` (``W_f f`` of each step's features ``f``), the
+    start windows ``pre``/``post`` as ``(D, M, B)``,
     for each step the envs that start an episode there (an index tensor or None), then the parameters from
     :func:`fused_parameters`.  Outputs: synchronisation ``(T, B, S)`` and the final windows.
 
@@ -167,22 +169,20 @@ class FusedSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, rec: _Recurrence, features, pre, post, reset_envs, *params):
+    def forward(ctx, rec: _Recurrence, feature_term, pre, post, reset_envs, *params):
         n_syn, n_nlm, K = rec.n_synapse_blocks, rec.n_nlm_layers, rec.iterations
         synapse = [params[4 * i:4 * i + 4] for i in range(n_syn)]
         nlm = [params[4 * n_syn + 3 * j:4 * n_syn + 3 * j + 3] for j in range(n_nlm)]
         start_pre, start_post, decay_params = params[-3:]
-        T, B, _ = features.shape
+        T, B, _ = feature_term.shape
         D, M, _ = pre.shape
         S = len(rec.pairs) // 2
         TK = T * K
 
-        # The feature part of the first synapse layer is the same for every tick of a step: one matmul for
-        # the whole sequence.  The NLM temperatures are scalars: they fold into baddbmm's coefficients.
-        weight0, bias0 = synapse[0][0], synapse[0][1]
-        feature_term = torch.addmm(bias0, features.reshape(T * B, -1), weight0[:, :rec.n_feature].t())
-        feature_term = feature_term.view(T, B, -1)
-        weight0_post = weight0[:, rec.n_feature:].t()
+        # The feature term is the same for every tick of a step: the first layer's bias joins it once.  The
+        # NLM temperatures are scalars: they fold into baddbmm's coefficients.
+        feature_steps = (feature_term + synapse[0][1]).unbind(0)
+        weight0_post = synapse[0][0].t()
         nlm = [(weight.transpose(1, 2), bias.unsqueeze(-1), 1.0 / float(temperature))
                for weight, bias, temperature in nlm]
         decay = _decay(decay_params, M).unsqueeze(1)  # (S, 1, M)
@@ -213,7 +213,6 @@ class FusedSequence(torch.autograd.Function):
         # Every NLM layer writes its GLU output in place: the last one into the newest post-activation slot.
         nlm_h_ticks = [h.unbind(0) for h in nlm_h]
         nlm_out_ticks = [out.unbind(0) for out in nlm_out] + [post_buffer.unsqueeze(2).unbind(1)[M:]]
-        feature_steps = feature_term.unbind(0)
         synapse_weights = [(weight.t(), bias, ln_weight, ln_bias) for weight, bias, ln_weight, ln_bias in synapse]
         synapse_h_ticks, synapse_x_ticks = [h.unbind(0) for h in synapse_h], [x.unbind(0) for x in synapse_x]
         syncs = _workspace.take((T, S, 1, B), pre)  # each step's decay-weighted sum of products
@@ -254,7 +253,7 @@ class FusedSequence(torch.autograd.Function):
                                    for ticks in value] for key, value in synapse_stats.items()}
         ctx.synapse_saved.update(h=synapse_h, x=synapse_x)
         ctx.buffers = buffer, pair_posts, nlm_h, nlm_out, replaced, z_prev
-        ctx.save_for_backward(features, post, sync, *params)
+        ctx.save_for_backward(post, sync, *params)
         return sync, final_pre, final_post
 
     @staticmethod
@@ -267,16 +266,16 @@ class FusedSequence(torch.autograd.Function):
                                                             ctx.synapse_saved)
         buffer, pair_posts, nlm_h, nlm_out, replaced, z_prev = ctx.buffers
         ctx.buffers = None  # they go back to the workspace below, and this pass rewinds them
-        features, post, sync, *params = ctx.saved_tensors
+        post, sync, *params = ctx.saved_tensors
         n_syn, n_nlm, K = rec.n_synapse_blocks, rec.n_nlm_layers, rec.iterations
         synapse = [params[4 * i:4 * i + 4] for i in range(n_syn)]
         nlm = [params[4 * n_syn + 3 * j:4 * n_syn + 3 * j + 3] for j in range(n_nlm)]
         start_post, decay_params = params[-2], params[-1]
-        T, B, _ = features.shape
+        T, B, _ = sync.shape
         D, M, _ = post.shape
         S = len(rec.pairs) // 2
         TK = T * K
-        weight0_post = synapse[0][0][:, rec.n_feature:]
+        weight0_post = synapse[0][0]
         decay = _decay(decay_params, M)
         norm = decay.sum(-1).sqrt()
 
@@ -371,16 +370,12 @@ class FusedSequence(torch.autograd.Function):
         # Synapse parameter gradients: one matmul each over all T*K ticks and B envs.
         grads = []
         rows = TK * B
-        # The first block's gradients summed over each step's ticks (the features are the same for all of them),
-        # in a reused buffer: a fresh one of this size costs more in page faults than the sum.
-        grad_h_steps = _workspace.take((T, B, synapse[0][0].shape[0]), features)
-        for i, (weight, _, _, _) in enumerate(synapse):
+        for i in range(n_syn):
             grad_h, grad_y = grad_synapse_h[i].view(rows, -1), grad_synapse_y[i].view(rows, -1)
             if i == 0:
-                grad_h_step = torch.sum(grad_h.view(T, K, B, -1), 1, out=grad_h_steps).view(T * B, -1)
-                grad_features = (grad_h_step @ weight[:, :rec.n_feature]).view(T, B, -1)
-                grad_weight = torch.cat((grad_h_step.t() @ features.reshape(T * B, -1),
-                                         grad_h.t() @ z_prev.view(rows, -1)), dim=1)
+                # The feature term is the same for all ticks of a step: its gradient is their sum.
+                grad_feature_term = grad_h.view(T, K, B, -1).sum(1)
+                grad_weight = grad_h.t() @ z_prev.view(rows, -1)
             else:
                 grad_weight = grad_h.t() @ synapse_saved["y"][i - 1].view(rows, -1)
             # In place in the saved GLU outputs, which are not read again: large fresh temporaries cost more
@@ -407,15 +402,15 @@ class FusedSequence(torch.autograd.Function):
         inside = (decay_params >= 0) & (decay_params <= 4)
         grads += [grad_start_pre, grad_start_post, -(grad_decay * decay * ages).sum(-1) * inside]
         _workspace.give_back(buffer, grad_buffer, grad_starts_buffer, pair_posts, z_prev, *nlm_h, *nlm_out,
-                             grad_h_steps, *grad_synapse_h, *grad_synapse_y,
+                             *grad_synapse_h, *grad_synapse_y,
                              *(saved for value in synapse_saved.values() for saved in value))
-        return (None, grad_features, grad_pre, grad_post, None, *grads)
+        return (None, grad_feature_term, grad_pre, grad_post, None, *grads)
 
 
 def fused_forward_sequence(
     recurrence: _Recurrence,
     params: list[torch.Tensor],
-    features: torch.Tensor,
+    feature_term: torch.Tensor,
     pre: torch.Tensor,
     post: torch.Tensor,
     episode_starts: torch.Tensor,
@@ -428,6 +423,6 @@ def fused_forward_sequence(
     counts = starts.sum(1).tolist()  # the one host sync: which envs reset at which step
     envs = starts.nonzero()[:, 1].split(counts)
     reset_envs = [index if count else None for index, count in zip(envs, counts)]
-    sync, pre, post = FusedSequence.apply(recurrence, features, pre.permute(1, 2, 0), post.permute(1, 2, 0),
+    sync, pre, post = FusedSequence.apply(recurrence, feature_term, pre.permute(1, 2, 0), post.permute(1, 2, 0),
                                           reset_envs, *params)
     return sync, pre.permute(2, 0, 1), post.permute(2, 0, 1)

@@ -17,6 +17,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import MlpExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
@@ -190,12 +191,19 @@ class CTMPolicy(ActorCriticPolicy):
 
     # --- the recurrent API -------------------------------------------------------------------------------
 
+    def _feature_term(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """``W_f f``: the backbone features' share of the CTM's first synapse layer (see :mod:`ctm_rl.ctm`),
+        computed by the backbone straight from the observations unless dropout must see the features."""
+        if self.ctm.drops_features:
+            return self.ctm.feature_term(self.extract_features(obs))
+        observations = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+        return self.features_extractor.project(observations, self.ctm.feature_weight)
+
     def _synchronise(
         self, obs: torch.Tensor, state: CTMState, episode_starts: torch.Tensor, record: bool = False
     ) -> tuple:
         """One env step of backbone + CTM: ``(sync, new_state[, recording])``."""
-        features = self.extract_features(obs)
-        return self.ctm(features, CTMState(*state), episode_starts, record=record)
+        return self.ctm(self._feature_term(obs), CTMState(*state), episode_starts, record=record)
 
     def _heads(self, sync: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
         latent_pi, latent_vf = self.mlp_extractor(sync)
@@ -251,9 +259,9 @@ class CTMPolicy(ActorCriticPolicy):
         :return: values ``(T * N, 1)``, log-probabilities and entropies ``(T * N,)``.
         """
         n_seq = state[0].shape[0]
-        features = self.extract_features(obs)
+        feature_term = self._feature_term(obs)
         sync, _ = self.ctm.forward_sequence(
-            features.view(-1, n_seq, features.shape[-1]), CTMState(*state), episode_starts.view(-1, n_seq)
+            feature_term.view(-1, n_seq, feature_term.shape[-1]), CTMState(*state), episode_starts.view(-1, n_seq)
         )
         distribution, values = self._heads(sync.flatten(0, 1))
         return values, distribution.log_prob(actions), distribution.entropy()

@@ -1,0 +1,116 @@
+"""The paper's RL experiments (issue 20): every run of ``configs/paper/*.yaml``, CTM and LSTM, resumable.
+
+One process works through a queue of (task, agent, seed) runs, in an order that gets every task and
+agent one seed before any gets a second.  A finished run (``final_model.zip``) is skipped, a stopped one
+is resumed (``ctm-rl train --resume``), a missing one is started.  After each finished run its small
+result files are copied to ``--results`` for committing: ``evaluations.csv`` (the periodic evaluations)
+and ``training.csv`` (the training episode length and return, SB3's 100-episode running means, as
+TensorBoard logged them: the paper's own metric is training episode length).
+
+The CTM runs use the config files unchanged.  The LSTM runs are the same file with ``agent=lstm`` and
+``lstm_hidden_size`` set so that the LSTM's parameter count is the closest it gets to the CTM's (what
+``ctm-rl benchmark --match-params ctm`` does).
+
+    python benchmarks/paper_runs.py --out runs/paper --results docs/results/paper
+    python benchmarks/paper_runs.py --only cartpole:ctm:0 --only acrobot:lstm:1   # some runs only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TASKS = ("acrobot", "cartpole")
+AGENTS = ("ctm", "lstm")
+TRAINING_TAGS = {"rollout/ep_len_mean": "ep_len_mean", "rollout/ep_rew_mean": "ep_rew_mean"}
+
+
+def lstm_width(task: str) -> tuple[int, int, int]:
+    """``(lstm_hidden_size, lstm_params, ctm_params)`` for the paper config of ``task``."""
+    from agents.sizing import count_parameters, matching_width
+    from ctm_rl.config import load_config
+
+    ctm = load_config(REPO / "configs" / "paper" / f"{task}.yaml")
+    target = count_parameters(ctm)
+    lstm = load_config(REPO / "configs" / "paper" / f"{task}.yaml", ["agent=lstm"])
+    width, count = matching_width(lstm, target)
+    return width, count, target
+
+
+def training_curve(tb_dir: Path, out: Path) -> None:
+    """Write the training episode statistics of the TensorBoard logs under ``tb_dir`` to ``out``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rows: dict[int, dict[str, float]] = {}
+    for events in sorted({path.parent for path in tb_dir.rglob("events.out.tfevents.*")}):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag, name in TRAINING_TAGS.items():
+            if tag in accumulator.Tags()["scalars"]:
+                for event in accumulator.Scalars(tag):
+                    rows.setdefault(event.step, {})[name] = event.value
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["timesteps", *TRAINING_TAGS.values()])
+        for step in sorted(rows):
+            writer.writerow([step, *(rows[step].get(name, "") for name in TRAINING_TAGS.values())])
+
+
+def run_one(task: str, agent: str, seed: int, out: Path, results: Path) -> int:
+    run_dir = out / task / agent / f"seed_{seed}"
+    if (run_dir / "final_model.zip").is_file():
+        print(f"paper_runs: {run_dir} finished already", flush=True)
+    else:
+        if (run_dir / "config.yaml").is_file():
+            command = ["ctm-rl", "train", "--resume", str(run_dir)]
+        else:
+            command = ["ctm-rl", "train", str(REPO / "configs" / "paper" / f"{task}.yaml"),
+                       "--seed", str(seed), "--run-dir", str(run_dir)]
+            if agent == "lstm":
+                width, count, target = lstm_width(task)
+                print(f"paper_runs: {task} lstm_hidden_size {width}: {count} parameters, CTM {target}",
+                      flush=True)
+                command += ["--set", "agent=lstm", "--set", f"policy_kwargs.lstm_hidden_size={width}"]
+        print("paper_runs: " + " ".join(command), flush=True)
+        code = subprocess.call(command, cwd=REPO)
+        if code != 0 or not (run_dir / "final_model.zip").is_file():
+            print(f"paper_runs: {run_dir} stopped (exit {code})", flush=True)
+            return code or 1
+    results.mkdir(parents=True, exist_ok=True)
+    stem = f"{task}_{agent}_seed{seed}"
+    shutil.copyfile(run_dir / "evaluations.csv", results / f"{stem}_evaluations.csv")
+    training_curve(run_dir / "tb", results / f"{stem}_training.csv")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "paper", help="run directories")
+    parser.add_argument("--results", type=Path, default=REPO / "docs" / "results" / "paper",
+                        help="where finished runs' CSVs are copied")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per task and agent (0..N-1)")
+    parser.add_argument("--only", action="append", default=[], metavar="TASK:AGENT:SEED",
+                        help="run only these (repeatable)")
+    args = parser.parse_args()
+    queue = [(task, agent, seed) for seed in range(args.seeds) for task in TASKS for agent in AGENTS]
+    if args.only:
+        try:
+            queue = [(task, agent, int(seed)) for task, agent, seed in (item.split(":") for item in args.only)]
+        except ValueError:
+            parser.error("--only takes TASK:AGENT:SEED, e.g. cartpole:ctm:0")
+        unknown = [item for item in queue if item[0] not in TASKS or item[1] not in AGENTS]
+        if unknown:
+            parser.error(f"unknown task or agent in --only: {unknown[0]}")
+    failures = 0
+    for task, agent, seed in queue:
+        failures += run_one(task, agent, seed, args.out, args.results) != 0
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
