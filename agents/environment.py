@@ -144,6 +144,24 @@ def _normalization(venv: VecEnv, config: ExperimentConfig, training: bool, stats
     return normalized
 
 
+def _batched_vec_env(config: EnvConfig, factory: Callable[[], gym.Env], n_envs: int, seed: int | None,
+                     env_id: str) -> VecEnv:
+    """``make_vec_env`` with :class:`envs.batched.BatchedGridVecEnv`; what it cannot step is a config error.
+
+    Training, evaluation, videos and ``visualize`` all use it: its trajectories, frames and infos are
+    those of ``DummyVecEnv``, so a run's evaluations do not depend on the choice.
+    """
+    from envs.batched import BatchedGridVecEnv, UnsupportedEnvError
+
+    if config.wrappers:
+        raise ConfigError("env.vec_env 'batched' steps the bare CTM/ grid envs and cannot apply env.wrappers; "
+                          "remove them or use env.vec_env: dummy")
+    try:
+        return make_vec_env(factory, n_envs=n_envs, seed=seed, vec_env_cls=BatchedGridVecEnv)
+    except UnsupportedEnvError as error:
+        raise ConfigError(f"env.vec_env 'batched' cannot step {env_id!r}: {error}; use env.vec_env: dummy") from None
+
+
 def make_env(config: ExperimentConfig, agent: AgentSpec, *, n_envs: int, seed: int | None, training: bool,
              normalize_stats: Path | None = None, render_mode: str | None = None,
              env_id: str | None = None) -> VecEnv:
@@ -160,11 +178,14 @@ def make_env(config: ExperimentConfig, agent: AgentSpec, *, n_envs: int, seed: i
         raise ConfigError("env.normalize_obs cannot be used with MiniGrid index observations: "
                           "they are categories, not measurements")
     factory = env_factory(config.env, agent, render_mode=render_mode, env_id=env_id)
-    subproc = config.env.vec_env == "subproc" and n_envs > 1
-    # Workers must leave Ctrl-C to the trainer, which then saves a resumable checkpoint.
-    with sigint_ignored(subproc):
-        venv = make_vec_env(factory, n_envs=n_envs, seed=seed,
-                            vec_env_cls=SubprocVecEnv if subproc else DummyVecEnv)
+    if config.env.vec_env == "batched":
+        venv = _batched_vec_env(config.env, factory, n_envs, seed, env_id or config.env.id)
+    else:
+        subproc = config.env.vec_env == "subproc" and n_envs > 1
+        # Workers must leave Ctrl-C to the trainer, which then saves a resumable checkpoint.
+        with sigint_ignored(subproc):
+            venv = make_vec_env(factory, n_envs=n_envs, seed=seed,
+                                vec_env_cls=SubprocVecEnv if subproc else DummyVecEnv)
     venv = _normalization(venv, config, training, normalize_stats)
     return VecFrameStack(venv, agent.frame_stack) if agent.frame_stack else venv
 

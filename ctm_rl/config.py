@@ -69,7 +69,9 @@ class EnvConfig:
     normalize_obs: bool = False
     # Returns-based reward scaling (SB3 VecNormalize), the counterpart of gymnasium's NormalizeReward.
     normalize_reward: bool = False
-    vec_env: str = field(default="dummy", metadata={"choices": ("dummy", "subproc")})
+    # How the n_envs envs are stepped: one after the other (dummy), in worker processes (subproc), or, for the
+    # CTM/ grid envs only, all at once with NumPy (batched: envs.batched.BatchedGridVecEnv, same trajectories).
+    vec_env: str = field(default="dummy", metadata={"choices": ("dummy", "subproc", "batched")})
 
     @property
     def normalized(self) -> bool:
