@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, EventCallback
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 from tqdm.auto import tqdm
 
-from ctm_rl.evaluation import EvaluationStopped, evaluate
+from ctm_rl.evaluation import EvalResult, EvaluationStopped, evaluate
 from ctm_rl.runs import RunDir, save_model
 from ctm_rl.signals import StopRequest
 
@@ -82,18 +82,21 @@ class PeriodicCheckpoint(BaseCallback):
         return True
 
 
-class PeriodicEvaluation(BaseCallback):
+class PeriodicEvaluation(EventCallback):
     """Evaluates on ``eval_env`` every ``freq`` env steps: CSV row, TensorBoard scalars, best model.
 
     :param eval_env: a one-env VecEnv like the training env (its VecNormalize statistics, if any, are
         copied from the training env before each evaluation and not updated by it).
     :param stop: abandons an evaluation in progress when set, so that training stops promptly.
     :param log: where to print a line per evaluation.
+    :param callback_after_eval: called after each evaluation, which it reads as ``parent.last_result``;
+        training stops if it returns False (SB3's ``EvalCallback`` convention; ``ctm-rl tune`` prunes so).
     """
 
     def __init__(self, run: RunDir, eval_env: VecEnv, freq: int, n_episodes: int, deterministic: bool,
-                 seed: int | None, stop: StopRequest, log: Callable[[str], None]):
-        super().__init__()
+                 seed: int | None, stop: StopRequest, log: Callable[[str], None],
+                 callback_after_eval: BaseCallback | None = None):
+        super().__init__(callback_after_eval)
         self.run = run
         self.stop = stop
         self.eval_env = eval_env
@@ -104,8 +107,10 @@ class PeriodicEvaluation(BaseCallback):
         self.log = log
         self.next_eval = 0
         self.best = -np.inf
+        self.last_result: EvalResult | None = None
 
     def _on_training_start(self) -> None:
+        super()._on_training_start()
         self.next_eval = _next_multiple(self.num_timesteps, self.freq)
         self.best = self.run.best_evaluation()
 
@@ -138,4 +143,5 @@ class PeriodicEvaluation(BaseCallback):
             self.best = result.mean_return
             save_model(self.model, self.run.best_model)
         self.log(f"eval @ {self.num_timesteps} steps: {result.summary()}{' (new best)' if improved else ''}")
-        return True
+        self.last_result = result
+        return self._on_event()

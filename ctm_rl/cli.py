@@ -8,6 +8,8 @@
     ctm-rl visualize RUN_DIR_OR_MODEL [--env ID] [--episodes N] [--seed S] [--out DIR] [--format gif|mp4]
                                       [--neurons K]
     ctm-rl envs
+    ctm-rl benchmark --envs ID[,ID...] --out DIR [...]          (see ctm_rl.bench.command)
+    ctm-rl tune CONFIG --trials N --budget STEPS [...]          (see ctm_rl.tune.command)
 
 ``train``, ``eval`` and ``visualize`` also take ``--threads N`` (torch CPU threads, default 1).
 Sub-commands live in :data:`COMMANDS`; adding one is adding an entry.  Bad input (see
@@ -36,6 +38,7 @@ from ctm_rl.official import CheckpointError
 from ctm_rl.ppo import CTMPPO
 from ctm_rl.runs import RunDir
 from ctm_rl.training import resume_training, start_training
+from ctm_rl.tune import command as tune_command
 from envs import list_envs
 from envs.__main__ import format_env_table
 
@@ -233,6 +236,8 @@ COMMANDS: dict[str, Command] = {
         Command("envs", "list the environments of the suite", _envs_arguments, _envs),
         Command("benchmark", "train agents x envs x seeds in parallel and compare them (IQM, CIs, curves)",
                 benchmark_command.add_arguments, benchmark_command.run),
+        Command("tune", "search hyper-parameters with Optuna (TPE, median pruning); resumable; writes best.yaml",
+                tune_command.add_arguments, tune_command.run),
     )
 }
 

@@ -102,6 +102,9 @@ class ExperimentConfig:
     checkpoint_freq: int = field(default=50_000, metadata=_minimum(0))  # env steps; 0: only at the end
     seed: int | None = 0
     device: str = "auto"
+    # The search space of `ctm-rl tune` (ctm_rl.tune.space checks it there); training ignores it, so that a
+    # config written for tuning, or the best.yaml a study writes, trains as it is.
+    tune: dict[str, Any] = field(default_factory=dict)
 
 
 # --- validation -----------------------------------------------------------------------------------------
@@ -227,8 +230,12 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
 
 
 def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
-    """Plain dict of a config (what ``dump_config`` writes)."""
-    return dataclasses.asdict(config)
+    """Plain dict of a config (what ``dump_config`` writes); an empty ``tune`` section is left out, so that
+    the configs of runs that were never tuned read as they did before the section existed."""
+    data = dataclasses.asdict(config)
+    if not data["tune"]:
+        del data["tune"]
+    return data
 
 
 def dump_config(config: ExperimentConfig) -> str:

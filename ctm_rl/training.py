@@ -43,12 +43,16 @@ def _write_config(run: RunDir, config: ExperimentConfig) -> None:
 
 
 def start_training(config: ExperimentConfig, run_dir: Path, overwrite: bool = False,
-                   progress: bool | None = None, log: Callable[[str], None] = print) -> TrainingOutcome:
+                   progress: bool | None = None, log: Callable[[str], None] = print,
+                   callback_after_eval: BaseCallback | None = None) -> TrainingOutcome:
     """Train ``config`` from scratch into ``run_dir``.
 
     :param overwrite: replace an existing run directory (otherwise it is an error).
     :param progress: show the progress bar (``None``: only on a terminal).
     :param log: where messages go.
+    :param callback_after_eval: called after each periodic evaluation (see
+        :class:`~ctm_rl.callbacks.PeriodicEvaluation`); returning False ends training early, with a final
+        model like a full run's.
     """
     agent = get_agent(config.agent)
     probe_spaces(config.env, agent)
@@ -60,7 +64,7 @@ def start_training(config: ExperimentConfig, run_dir: Path, overwrite: bool = Fa
     run = RunDir.create(run_dir, overwrite=overwrite)  # only now: every input has been checked
     _write_config(run, config)
     log(f"run directory: {run.root}")
-    return _learn(model, config, run, progress, log)
+    return _learn(model, config, run, progress, log, callback_after_eval)
 
 
 def resume_training(run_dir: Path, total_timesteps: int | None = None, device: str | None = None,
@@ -94,7 +98,7 @@ def resume_training(run_dir: Path, total_timesteps: int | None = None, device: s
 
 
 def _callbacks(config: ExperimentConfig, run: RunDir, progress: bool | None, stop: StopRequest,
-               log: Callable[[str], None]) -> list[BaseCallback]:
+               log: Callable[[str], None], callback_after_eval: BaseCallback | None) -> list[BaseCallback]:
     callbacks: list[BaseCallback] = [ProgressBar(config.total_timesteps, disable=None if progress is None
                                                  else not progress), StopOnRequest(stop)]
     if config.checkpoint_freq:
@@ -104,18 +108,19 @@ def _callbacks(config: ExperimentConfig, run: RunDir, progress: bool | None, sto
         eval_seed = None if config.seed is None else config.seed + EVAL_SEED_OFFSET
         eval_env = make_env(config, agent, n_envs=1, seed=eval_seed, training=False)
         callbacks.append(PeriodicEvaluation(run, eval_env, config.eval.freq, config.eval.n_episodes,
-                                            config.eval.deterministic, eval_seed, stop, log))
+                                            config.eval.deterministic, eval_seed, stop, log,
+                                            callback_after_eval))
     return callbacks
 
 
 def _learn(model: BaseAlgorithm, config: ExperimentConfig, run: RunDir, progress: bool | None,
-           log: Callable[[str], None]) -> TrainingOutcome:
+           log: Callable[[str], None], callback_after_eval: BaseCallback | None = None) -> TrainingOutcome:
     """Train until ``config.total_timesteps`` or a stop signal; save the final model or a checkpoint."""
     start_steps, start_time = model.num_timesteps, time.perf_counter()
     with stop_on_signals() as stop:
         # reset_num_timesteps=False: the step count, schedules and TensorBoard curve continue on resume.
         model.learn(total_timesteps=config.total_timesteps - model.num_timesteps,
-                    callback=CallbackList(_callbacks(config, run, progress, stop, log)),
+                    callback=CallbackList(_callbacks(config, run, progress, stop, log, callback_after_eval)),
                     tb_log_name=config.agent, reset_num_timesteps=False)
         elapsed = time.perf_counter() - start_time
         rate = (model.num_timesteps - start_steps) / max(elapsed, 1e-9)

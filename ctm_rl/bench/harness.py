@@ -28,7 +28,10 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+from stable_baselines3.common.callbacks import BaseCallback
 
 from agents import get_agent, probe_spaces, resolve_options
 from agents.environment import check_env_id
@@ -73,6 +76,9 @@ class RunTask:
     run_dir: Path
     log_path: Path
     n_params: int | None = None  # the policy's parameter count
+    # Makes the callback run after each periodic evaluation (a factory, so that the task pickles to a
+    # worker, where the callback is made); ``ctm-rl tune`` reports to its study and prunes with it.
+    callback_after_eval: Callable[[], BaseCallback] | None = None
 
     @property
     def label(self) -> str:
@@ -104,6 +110,16 @@ def base_config(path: Path | None) -> dict[str, Any]:
     return read_config_file(path) if path is not None else DEFAULT_BASE
 
 
+def check_run_config(raw: dict[str, Any]) -> ExperimentConfig:
+    """The validated config of one run: its keys and values, its agent, its env id, and the agent's option
+    names for that env's spaces, so that a misspelt ``--set`` fails at once rather than in every run."""
+    config = build_dataclass(ExperimentConfig, raw)
+    spec = get_agent(config.agent)
+    observation_space, _ = probe_spaces(config.env, spec)
+    resolve_options(spec, config, spec.policy_for(observation_space))
+    return config
+
+
 def plan(agents: Sequence[str], env_ids: Sequence[str], seeds: Iterable[int], out: Path,
          base: dict[str, Any], overrides: Sequence[str] = (), total_timesteps: int | None = None,
          match_params: str | None = None) -> list[RunTask]:
@@ -132,11 +148,8 @@ def plan(agents: Sequence[str], env_ids: Sequence[str], seeds: Iterable[int], ou
             target = count_parameters(build_dataclass(ExperimentConfig, raw_config(match_params, env_id)))
         for agent in agents:
             raw = raw_config(agent, env_id)
-            config = build_dataclass(ExperimentConfig, raw)
+            config = check_run_config(raw)
             spec = get_agent(agent)
-            observation_space, _ = probe_spaces(config.env, spec)
-            # Option names are checked here too, so that a misspelt --set fails now rather than in every run.
-            resolve_options(spec, config, spec.policy_for(observation_space))
             if target is None:
                 n_params = count_parameters(config)
             elif agent == match_params:
@@ -169,7 +182,7 @@ def check_finished_config(task: RunTask) -> None:
                         "options as before")
 
 
-def _warm_up_worker() -> None:
+def warm_up_worker() -> None:
     """Import the training stack and set one torch thread once per worker, before its first run, so that
     the import time is not counted in the first run's wall-clock."""
     import torch
@@ -197,8 +210,10 @@ def train_one(task: RunTask) -> RunResult:
 
         try:
             config = build_dataclass(ExperimentConfig, task.config)
+            callback = task.callback_after_eval() if task.callback_after_eval is not None else None
             start = time.perf_counter()
-            outcome = start_training(config, task.run_dir, overwrite=True, progress=False, log=say)
+            outcome = start_training(config, task.run_dir, overwrite=True, progress=False, log=say,
+                                     callback_after_eval=callback)
             wall = time.perf_counter() - start
         except Exception:  # noqa: BLE001  (recorded in the log; the benchmark goes on)
             log.write(traceback.format_exc())
@@ -251,7 +266,7 @@ def _run_locally(pending: Sequence[RunTask], workers: int, log: Callable[[str], 
     # spawn: a fresh interpreter per worker; forking a process that has used torch's thread pools can hang.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=context,
-                             initializer=_warm_up_worker) as pool:
+                             initializer=warm_up_worker) as pool:
         futures = [pool.submit(train_one, task) for task in pending]
         try:
             for done, future in enumerate(as_completed(futures), start=1):
@@ -311,7 +326,9 @@ def _check_reachable(address: str) -> None:
         raise UserError(f"cannot connect to the Ray cluster at {address!r}: {error}") from None
 
 
-def _run_on_ray(pending: Sequence[RunTask], address: str, log: Callable[[str], None]) -> list[RunResult]:
+def connect_ray(address: str) -> ModuleType:
+    """The ``ray`` module, connected to the cluster at ``address`` (``auto``, ``HOST:PORT``, ``ray://...``);
+    a :class:`~ctm_rl.errors.UserError` if Ray is not installed or the cluster cannot be reached."""
     try:
         import ray
     except ImportError:
@@ -323,6 +340,11 @@ def _run_on_ray(pending: Sequence[RunTask], address: str, log: Callable[[str], N
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise UserError(f"cannot connect to the Ray cluster at {address!r}: {error}") from None
+    return ray
+
+
+def _run_on_ray(pending: Sequence[RunTask], address: str, log: Callable[[str], None]) -> list[RunResult]:
+    ray = connect_ray(address)
     remote = ray.remote(num_cpus=1)(train_packed)
     log(f"training {len(pending)} runs as Ray tasks on the cluster at {address} "
         f"({ray.cluster_resources().get('CPU', 0):g} CPUs)")
