@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -16,7 +17,7 @@ from agents.environment import make_env, make_official_vec_env, probe_spaces
 from agents.models import check_device, load_model
 from agents.registry import get_agent
 from ctm_rl.config import ExperimentConfig, load_config
-from ctm_rl.errors import ModelFileError, RunDirError
+from ctm_rl.errors import ConfigError, ModelFileError, RunDirError
 from ctm_rl.official import CheckpointError
 from ctm_rl.ppo import CTMPPO
 from ctm_rl.runs import RunDir, vecnormalize_path
@@ -66,11 +67,32 @@ def load_agent(target: str | Path, *, env_id: str | None = None, seed: int | Non
         raise RunDirError(f"no such run directory or model file: {target}")
     config = load_config(run.config)
     agent = get_agent(config.agent)
-    probe_spaces(config.env, agent, env_id)
+    given = probe_spaces(config.env, agent, env_id)
+    if env_id is not None:
+        _check_same_spaces(probe_spaces(config.env, agent), given, config.env.id, env_id)
     env = make_env(config, agent, n_envs=1, seed=seed, training=False, render_mode=render_mode, env_id=env_id,
                    normalize_stats=vecnormalize_path(model_path))
     model = load_model(agent, model_path, env=env, device=device)
     return LoadedAgent(model, env, env_id or config.env.id, model_path, run, config)
+
+
+def _layout(space: spaces.Space) -> object:
+    """What of a space a trained policy depends on: its kind and shape (Box bounds may differ, e.g. a masked
+    env against the unmasked one), recursively for Dict spaces."""
+    if isinstance(space, spaces.Dict):
+        return {key: _layout(part) for key, part in space.spaces.items()}
+    if isinstance(space, spaces.Discrete):
+        return ("Discrete", int(space.n))
+    return (type(space).__name__, space.shape, space.dtype)
+
+
+def _check_same_spaces(trained: tuple[spaces.Space, spaces.Space], given: tuple[spaces.Space, spaces.Space],
+                       trained_id: str, given_id: str) -> None:
+    """Fail with one line naming both spaces if an agent trained on ``trained_id`` cannot act in ``given_id``."""
+    for kind, trained_space, given_space in zip(("observation", "action"), trained, given):
+        if _layout(trained_space) != _layout(given_space):
+            raise ConfigError(f"--env {given_id} has the {kind} space {given_space}, but the agent was trained "
+                              f"on {trained_id}, whose {kind} space is {trained_space}")
 
 
 def _load_official(path: Path, env_id: str | None, seed: int | None, render_mode: str | None,

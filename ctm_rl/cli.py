@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from ctm_rl.evaluation import FrameRecorder, check_video_path, evaluate, write_v
 from ctm_rl.official import CheckpointError
 from ctm_rl.ppo import CTMPPO
 from ctm_rl.runs import RunDir
-from ctm_rl.training import resume_training, start_training
+from ctm_rl.training import TrainingOutcome, resume_training, start_training
 from ctm_rl.tune import command as tune_command
 from envs import list_envs
 from envs.__main__ import format_env_table
@@ -114,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
             raise UserError(f"--resume continues a run with its own config: {', '.join(fixed)} cannot be "
                             "given with it (only --total-timesteps and --device)")
         outcome = resume_training(args.resume, args.total_timesteps, args.device, log=_say)
-        return outcome.exit_code
+        return _after_training(outcome)
     if args.config is None:
         raise UserError("train needs a CONFIG file (or --resume RUN_DIR)")
     options = {"total_timesteps": args.total_timesteps, "seed": args.seed, "env.n_envs": args.n_envs,
@@ -122,7 +123,19 @@ def _train(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *(f"{key}={value}" for key, value in options.items() if value is not None)]
     config = load_config(args.config, overrides)
     run_dir = args.run_dir or _default_run_dir(args.config, config.agent)
-    return start_training(config, run_dir, overwrite=args.overwrite, log=_say).exit_code
+    return _after_training(start_training(config, run_dir, overwrite=args.overwrite, log=_say))
+
+
+def _after_training(outcome: TrainingOutcome) -> int:
+    """The exit status of a training run; a finished run also gets the next commands to try on it."""
+    if outcome.exit_code == 0:
+        run = shlex.quote(str(outcome.run.root))
+        lines = [f"  ctm-rl eval {run} --episodes 10    # mean return, length and success over 10 episodes"]
+        if load_config(outcome.run.config).agent == "ctm":
+            lines.append(f"  ctm-rl visualize {run}    # the CTM's neurons, tick by tick, over an episode")
+        lines.append(f"  tensorboard --logdir {shlex.quote(str(outcome.run.tensorboard))}    # the training curves")
+        _say("next:\n" + "\n".join(lines))
+    return outcome.exit_code
 
 
 def _default_run_dir(config_path: Path, agent: str) -> Path:

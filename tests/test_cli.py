@@ -31,6 +31,7 @@ from ctm_rl.config import load_config
 from ctm_rl.evaluation import EvaluationStopped, evaluate
 from ctm_rl.ppo import CTMPPO
 from ctm_rl.runs import RunDir, atomic_save
+from ctm_rl.training import TrainingOutcome
 from envs import list_envs
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -127,6 +128,21 @@ def test_train_options_override_the_config(tmp_path, capsys, monkeypatch):
     assert (config.total_timesteps, config.seed, config.env.n_envs, config.agent) == (32, 3, 1, "mlp")
     assert run.final_model.is_file() and not run.evaluations.exists() and not run.best_model.exists()
     assert run.latest_checkpoint()[0] == 32  # the end of training is always resumable
+    # What to try next, with the run filled in (no visualize: it shows a CTM's neurons).
+    assert f"ctm-rl eval {Path('runs') / 'tiny_mlp_1'} --episodes 10" in out
+    assert f"tensorboard --logdir {Path('runs') / 'tiny_mlp_1' / 'tb'}" in out
+    assert "ctm-rl visualize" not in out
+
+
+def test_a_finished_ctm_run_suggests_visualize_and_a_stopped_one_nothing(tmp_path, capsys, monkeypatch):
+    config = write_config(tmp_path, "with space.yaml")
+    code, out, _ = cli(capsys, "train", config, "--total-timesteps", 32, "--n-envs", 1, "--run-dir",
+                       tmp_path / "my run", "--set", "eval.freq=0", "--set", "checkpoint_freq=0")
+    assert code == 0
+    assert f"ctm-rl visualize '{tmp_path / 'my run'}'" in out  # quoted for the shell
+    monkeypatch.setattr("ctm_rl.cli.start_training", lambda *a, **k: TrainingOutcome(RunDir(tmp_path), 5, 2))
+    code, out, _ = cli(capsys, "train", config, "--run-dir", tmp_path / "other")
+    assert code == 130 and "next:" not in out
 
 
 def test_help_lists_every_command(capsys):
@@ -249,6 +265,15 @@ def test_eval_reports_success_where_the_env_gives_it(tmp_path, capsys):
     assert cli(capsys, "train", config, "--run-dir", tmp_path / "run")[0] == 0
     code, out, _ = cli(capsys, "eval", tmp_path / "run", "--episodes", 2)
     assert code == 0 and "success rate  " in out and "n/a" not in out
+
+
+@pytest.mark.parametrize("command", ["eval", "visualize"])
+@pytest.mark.parametrize("env_id, named", [("CTM/AcrobotNoVel-v1", "(6,)"), ("CTM/Memory-L4-v0", "Dict(")])
+def test_an_env_with_other_spaces_is_one_line_naming_both(run_dir, tmp_path, capsys, command, env_id, named):
+    extra = ["--out", tmp_path / "media"] if command == "visualize" else []
+    result = cli(capsys, command, run_dir, "--env", env_id, *extra)
+    assert_clean_error(result, env_id, "CTM/CartPoleNoVel-v1", named, "(4,)")
+    assert not (tmp_path / "media").exists()
 
 
 def test_eval_films_the_first_episode(run_dir, tmp_path, capsys):
