@@ -2,7 +2,7 @@
 
 One process works through a queue of (task, agent, seed) runs, in an order that gets every task and
 agent one seed before any gets a second.  A finished run (``final_model.zip``) is skipped, a stopped one
-is resumed (``ctm-rl train --resume``), a missing one is started.  After each finished run its small
+is resumed from its latest checkpoint (``ctm-rl train --resume``), one without a checkpoint is started.  After each finished run its small
 result files are copied to ``--results`` for committing: ``evaluations.csv`` (the periodic evaluations)
 and ``training.csv`` (the training episode length and return, SB3's 100-episode running means, as
 TensorBoard logged them: the paper's own metric is training episode length).
@@ -66,11 +66,11 @@ def run_one(task: str, agent: str, seed: int, out: Path, results: Path) -> int:
     if (run_dir / "final_model.zip").is_file():
         print(f"paper_runs: {run_dir} finished already", flush=True)
     else:
-        if (run_dir / "config.yaml").is_file():
+        if any((run_dir / "checkpoints").glob("model_*_steps.zip")):
             command = ["ctm-rl", "train", "--resume", str(run_dir)]
-        else:
+        else:  # new, or stopped before its first checkpoint: start (again)
             command = ["ctm-rl", "train", str(REPO / "configs" / "paper" / f"{task}.yaml"),
-                       "--seed", str(seed), "--run-dir", str(run_dir)]
+                       "--seed", str(seed), "--run-dir", str(run_dir), "--overwrite"]
             if agent == "lstm":
                 width, count, target = lstm_width(task)
                 print(f"paper_runs: {task} lstm_hidden_size {width}: {count} parameters, CTM {target}",
