@@ -4,8 +4,10 @@ One process works through a queue of (task, agent, seed) runs, in an order that 
 agent one seed before any gets a second.  A finished run (``final_model.zip``) is skipped, a stopped one
 is resumed from its latest checkpoint (``ctm-rl train --resume``), one without a checkpoint is started.  After each finished run its small
 result files are copied to ``--results`` for committing: ``evaluations.csv`` (the periodic evaluations)
-and ``training.csv`` (the training episode length and return, SB3's 100-episode running means, as
-TensorBoard logged them: the paper's own metric is training episode length).
+``training.csv`` (the training episode length and return, SB3's 100-episode running means, as
+TensorBoard logged them: the paper's own metric is training episode length) and ``wall.json`` (the
+training wall-clock: the sum over the run's TensorBoard event files, one per start or resume, of the time
+from its first to its last event, so that the pauses between sessions do not count).
 
 The CTM runs use the config files unchanged.  The LSTM runs are the same file with ``agent=lstm`` and
 ``lstm_hidden_size`` set so that the LSTM's parameter count is the closest it gets to the CTM's (what
@@ -13,12 +15,14 @@ The CTM runs use the config files unchanged.  The LSTM runs are the same file wi
 
     python benchmarks/paper_runs.py --out runs/paper --results docs/results/paper
     python benchmarks/paper_runs.py --only cartpole:ctm:0 --only acrobot:lstm:1   # some runs only
+    python benchmarks/paper_runs.py --copy-only      # results so far of every run, e.g. before a session ends
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -42,14 +46,18 @@ def lstm_width(task: str) -> tuple[int, int, int]:
     return width, count, target
 
 
-def training_curve(tb_dir: Path, out: Path) -> None:
-    """Write the training episode statistics of the TensorBoard logs under ``tb_dir`` to ``out``."""
+def training_curve(tb_dir: Path, out: Path) -> float:
+    """Write the training episode statistics of the TensorBoard logs under ``tb_dir`` to ``out``; the
+    training wall-clock in seconds (summed over the event files, see the module docstring)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     rows: dict[int, dict[str, float]] = {}
+    wall = 0.0
     for events in sorted({path.parent for path in tb_dir.rglob("events.out.tfevents.*")}):
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
         accumulator.Reload()
+        times = [event.wall_time for tag in accumulator.Tags()["scalars"] for event in accumulator.Scalars(tag)]
+        wall += max(times, default=0.0) - min(times, default=0.0)
         for tag, name in TRAINING_TAGS.items():
             if tag in accumulator.Tags()["scalars"]:
                 for event in accumulator.Scalars(tag):
@@ -59,10 +67,25 @@ def training_curve(tb_dir: Path, out: Path) -> None:
         writer.writerow(["timesteps", *TRAINING_TAGS.values()])
         for step in sorted(rows):
             writer.writerow([step, *(rows[step].get(name, "") for name in TRAINING_TAGS.values())])
+    return wall
 
 
-def run_one(task: str, agent: str, seed: int, out: Path, results: Path) -> int:
+def copy_results(run_dir: Path, results: Path, stem: str) -> None:
+    """Copy the run's evaluations, training curve and wall-clock to ``results`` as ``<stem>_*``."""
+    results.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "evaluations.csv", results / f"{stem}_evaluations.csv")
+    wall = training_curve(run_dir / "tb", results / f"{stem}_training.csv")
+    (results / f"{stem}_wall.json").write_text(json.dumps({"wall_s": round(wall)}) + "\n", encoding="utf-8")
+
+
+def run_one(task: str, agent: str, seed: int, out: Path, results: Path, train: bool = True) -> int:
     run_dir = out / task / agent / f"seed_{seed}"
+    stem = f"{task}_{agent}_seed{seed}"
+    if not train:  # --copy-only: what the run has so far, finished or not
+        if (run_dir / "evaluations.csv").is_file():
+            copy_results(run_dir, results, stem)
+            print(f"paper_runs: copied {run_dir}", flush=True)
+        return 0
     if (run_dir / "final_model.zip").is_file():
         print(f"paper_runs: {run_dir} finished already", flush=True)
     else:
@@ -81,10 +104,7 @@ def run_one(task: str, agent: str, seed: int, out: Path, results: Path) -> int:
         if code != 0 or not (run_dir / "final_model.zip").is_file():
             print(f"paper_runs: {run_dir} stopped (exit {code})", flush=True)
             return code or 1
-    results.mkdir(parents=True, exist_ok=True)
-    stem = f"{task}_{agent}_seed{seed}"
-    shutil.copyfile(run_dir / "evaluations.csv", results / f"{stem}_evaluations.csv")
-    training_curve(run_dir / "tb", results / f"{stem}_training.csv")
+    copy_results(run_dir, results, stem)
     return 0
 
 
@@ -96,6 +116,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per task and agent (0..N-1)")
     parser.add_argument("--only", action="append", default=[], metavar="TASK:AGENT:SEED",
                         help="run only these (repeatable)")
+    parser.add_argument("--copy-only", action="store_true",
+                        help="train nothing: copy every queued run's results so far, finished or not (for a run "
+                             "cut short; paper_report.py labels it with the step it reached)")
     args = parser.parse_args()
     queue = [(task, agent, seed) for seed in range(args.seeds) for task in TASKS for agent in AGENTS]
     if args.only:
@@ -108,7 +131,7 @@ def main() -> int:
             parser.error(f"unknown task or agent in --only: {unknown[0]}")
     failures = 0
     for task, agent, seed in queue:
-        failures += run_one(task, agent, seed, args.out, args.results) != 0
+        failures += run_one(task, agent, seed, args.out, args.results, train=not args.copy_only) != 0
     return 1 if failures else 0
 
 

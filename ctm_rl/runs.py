@@ -178,6 +178,24 @@ class RunDir:
                 writer.writeheader()
             writer.writerow(row)
 
+    def drop_evaluations_after(self, timesteps: int) -> int:
+        """Remove the ``evaluations.csv`` rows later than ``timesteps`` (a run resumed from an older checkpoint
+        than its last evaluation, after a hard kill, evaluates those steps again); how many were removed."""
+        if not self.evaluations.is_file():
+            return 0
+        with self.evaluations.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        kept = [row for row in rows if int(row["timesteps"]) <= timesteps]
+        if len(kept) < len(rows):
+            def write(path: str) -> None:
+                with open(path, "w", newline="", encoding="utf-8") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=EVALUATION_FIELDS)
+                    writer.writeheader()
+                    writer.writerows(kept)
+
+            atomic_save(self.evaluations, write)
+        return len(rows) - len(kept)
+
     def best_evaluation(self) -> float:
         """The best mean return recorded so far (``-inf`` if none), so a resumed run keeps its best model."""
         if not self.evaluations.is_file():

@@ -68,12 +68,14 @@ def start_training(config: ExperimentConfig, run_dir: Path, overwrite: bool = Fa
 
 
 def resume_training(run_dir: Path, total_timesteps: int | None = None, device: str | None = None,
-                    progress: bool | None = None, log: Callable[[str], None] = print) -> TrainingOutcome:
+                    progress: bool | None = None, log: Callable[[str], None] = print,
+                    callback_after_eval: BaseCallback | None = None) -> TrainingOutcome:
     """Continue the run in ``run_dir`` from its latest checkpoint, with the same step count, optimizer
     state and VecNormalize statistics.
 
     :param total_timesteps: a new training length (e.g. to extend a finished run).
     :param device: another torch device than the config's.
+    :param callback_after_eval: as for :func:`start_training`.
     """
     run = RunDir.open(run_dir)
     config = load_config(run.config)
@@ -94,7 +96,9 @@ def resume_training(run_dir: Path, total_timesteps: int | None = None, device: s
     model = load_model(agent, checkpoint, env=env, device=config.device, tensorboard_log=str(run.tensorboard))
     _write_config(run, config)
     log(f"resuming {run.root} at step {model.num_timesteps} from {checkpoint.name}")
-    return _learn(model, config, run, progress, log)
+    if dropped := run.drop_evaluations_after(model.num_timesteps):
+        log(f"note: {dropped} evaluations after step {model.num_timesteps} dropped: they are made again")
+    return _learn(model, config, run, progress, log, callback_after_eval)
 
 
 def _callbacks(config: ExperimentConfig, run: RunDir, progress: bool | None, stop: StopRequest,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def test_rerun_with_another_config_is_an_error(finished: Path, capsys: pytest.Ca
     (("--workers", "-1"), "--workers must be a positive integer"),
     (("--threshold", "Pong=3"), "is not one of --envs"),
     (("--set", "algo_kwargs.n_stepz=3"), "unknown option 'algo_kwargs.n_stepz'"),
+    (("--config", "lstm=configs/quickstart.yaml"), "'lstm' is not one of --agents"),
 ])
 def test_bad_input_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      change: tuple[str, str], expected: str) -> None:
@@ -101,9 +103,10 @@ def test_bad_input_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_match_params_sizes_the_other_agents_like_the_ctm(tmp_path: Path) -> None:
-    from ctm_rl.bench.harness import base_config, plan
+    from ctm_rl.bench.harness import base_configs, plan
 
-    tasks = plan(["ctm", "lstm", "mlp"], [ENV], [0], tmp_path, base_config(None), TINY_OPTIONS[1::2],
+    tasks = plan(["ctm", "lstm", "mlp"], [ENV], [0], tmp_path, base_configs([], ["ctm", "lstm", "mlp"]),
+                 TINY_OPTIONS[1::2],
                  192, match_params="ctm")
     counts = {task.agent: task.n_params for task in tasks}
     configs = {task.agent: task.config["policy_kwargs"] for task in tasks}
@@ -111,9 +114,41 @@ def test_match_params_sizes_the_other_agents_like_the_ctm(tmp_path: Path) -> Non
     assert configs["lstm"]["lstm_hidden_size"] >= 1 and len(configs["mlp"]["net_arch"]) == 2
     for agent in ("lstm", "mlp"):  # one unit of width changes the count by a few percent at this size
         assert abs(counts[agent] - counts["ctm"]) <= 0.05 * counts["ctm"], counts
-    unmatched = {t.agent: t.n_params for t in plan(["ctm", "lstm"], [ENV], [0], tmp_path, base_config(None),
-                                                   TINY_OPTIONS[1::2], 192)}
+    unmatched = {t.agent: t.n_params for t in plan(["ctm", "lstm"], [ENV], [0], tmp_path,
+                                                   base_configs([], ["ctm", "lstm"]), TINY_OPTIONS[1::2], 192)}
     assert unmatched["ctm"] == counts["ctm"] and unmatched["lstm"] > 10 * counts["ctm"]  # default 256 units
+
+
+def test_each_agent_can_have_its_own_base_config(tmp_path: Path) -> None:
+    from ctm_rl.bench.harness import base_configs, plan
+
+    for name, rate in (("ctm", 3e-4), ("common", 7e-4)):
+        (tmp_path / f"{name}.yaml").write_text(f"agent: ctm\nalgo_kwargs: {{learning_rate: {rate}}}\n")
+    bases = base_configs([str(tmp_path / "common.yaml"), f"ctm={tmp_path / 'ctm.yaml'}"], ["ctm", "mlp"])
+    tasks = plan(["ctm", "mlp"], [ENV], [0], tmp_path, bases, TINY_OPTIONS[1::2], 192)
+    assert {task.agent: task.config["algo_kwargs"]["learning_rate"] for task in tasks} == {"ctm": 3e-4,
+                                                                                         "mlp": 7e-4}
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    out = tmp_path / "out"
+    args = ["benchmark", "--agents", "mlp", "--envs", ENV, "--seeds", "1", "--total-timesteps", "192",
+            "--workers", "1", "--out", str(out), *TINY_OPTIONS, "--set", "checkpoint_freq=64"]
+    assert main(args) == 0
+    run = out / "runs" / "CTM-CartPoleNoVel-v1" / "mlp" / "seed_0"
+    # As if killed after its first checkpoint: later checkpoints and the final model are gone, but the
+    # evaluations after step 64 were written.
+    (run / "final_model.zip").unlink()
+    for checkpoint in run.glob("checkpoints/model_*_steps*"):
+        if not checkpoint.name.startswith("model_64_steps"):
+            checkpoint.unlink()
+    assert main(args) == 0
+    assert "resuming" in (out / "logs" / "CTM-CartPoleNoVel-v1_mlp_seed_0.log").read_text()
+    timing = json.loads((run / "benchmark.json").read_text())
+    assert timing["resumed_at"] == 64 and timing["timesteps"] == 128
+    with (run / "evaluations.csv").open(newline="") as handle:
+        assert [int(row["timesteps"]) for row in csv.DictReader(handle)] == [64, 128, 192]  # none twice
 
 
 def test_summary_reports_parameter_counts(finished: Path) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ctm_rl.bench.harness import base_config, plan, run_all
+from ctm_rl.bench.harness import base_configs, plan, run_all
 from ctm_rl.bench.report import default_threshold, write_report
 from ctm_rl.errors import UserError
 
@@ -27,9 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", metavar="auto|HOST:PORT",
                         help="run the training runs as tasks of this existing Ray cluster instead of local "
                              "processes (pip install 'ctm-rl[ray]'); results land in --out as usual")
-    parser.add_argument("--config", type=Path, metavar="BASE_CONFIG",
-                        help="base experiment config; agent, env id, seed and length are set per run "
-                             "(default: built-in, the hyper-parameters of configs/cartpole_masked.yaml)")
+    parser.add_argument("--config", dest="configs", action="append", default=[], metavar="[AGENT=]CONFIG",
+                        help="base experiment config, of every agent or of one (e.g. lstm=configs/x.yaml for "
+                             "each agent's tuned config; repeatable); agent, env id, seed and length are set "
+                             "per run (default: built-in, the hyper-parameters of configs/cartpole_masked.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base-config value, e.g. --set eval.freq=5000 (repeatable)")
     parser.add_argument("--match-params", metavar="AGENT",
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     thresholds = parse_thresholds(args.thresholds, env_ids)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} exists and is not a directory")
-    tasks = plan(agents, env_ids, range(args.seeds), args.out, base_config(args.config), args.overrides,
+    bases = base_configs(args.configs, [*agents, *([args.match_params] if args.match_params else [])])
+    tasks = plan(agents, env_ids, range(args.seeds), args.out, bases, args.overrides,
                  args.total_timesteps, args.match_params)
     args.out.mkdir(parents=True, exist_ok=True)
     results = run_all(tasks, args.workers, ray_address=args.ray_address)

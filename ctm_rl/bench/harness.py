@@ -6,9 +6,9 @@ Layout under the output folder::
     OUT/logs/<env>_<agent>_seed_<S>.log   what the run printed (and its traceback if it failed)
 
 A run with ``final_model.zip`` is finished and is not trained again, so an interrupted benchmark is
-continued by running the same command; an unfinished run is started again from scratch.  A finished run
-whose config differs from the one planned for it is an error, so that one table never mixes runs of two
-settings.
+continued by running the same command; an unfinished run resumes from its latest checkpoint (periodic, or
+the one a stop signal leaves), or starts again from scratch if it has none.  A run whose config differs
+from the one planned for it is an error, so that one table never mixes runs of two settings.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tarfile
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +110,22 @@ def base_config(path: Path | None) -> dict[str, Any]:
     return read_config_file(path) if path is not None else DEFAULT_BASE
 
 
+def base_configs(texts: Sequence[str], agents: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each agent's raw base config from ``--config`` values: ``PATH`` (every agent) or ``AGENT=PATH`` (that
+    agent: e.g. each agent's tuned config), the latter winning; :data:`DEFAULT_BASE` for an agent with none."""
+    common: dict[str, Any] = DEFAULT_BASE
+    specific: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        agent, sep, path = text.partition("=")
+        if not sep or not agent.isidentifier():  # a path (which may hold a '=')
+            common = base_config(Path(text))
+        elif agent not in agents:
+            raise UserError(f"--config {text!r}: {agent!r} is not one of --agents ({', '.join(agents)})")
+        else:
+            specific[agent] = base_config(Path(path))
+    return {agent: specific.get(agent, common) for agent in agents}
+
+
 def check_run_config(raw: dict[str, Any]) -> ExperimentConfig:
     """The validated config of one run: its keys and values, its agent, its env id, and the agent's option
     names for that env's spaces, so that a misspelt ``--set`` fails at once rather than in every run."""
@@ -121,10 +137,12 @@ def check_run_config(raw: dict[str, Any]) -> ExperimentConfig:
 
 
 def plan(agents: Sequence[str], env_ids: Sequence[str], seeds: Iterable[int], out: Path,
-         base: dict[str, Any], overrides: Sequence[str] = (), total_timesteps: int | None = None,
-         match_params: str | None = None) -> list[RunTask]:
+         bases: Mapping[str, dict[str, Any]], overrides: Sequence[str] = (),
+         total_timesteps: int | None = None, match_params: str | None = None) -> list[RunTask]:
     """Every (agent, env, seed) run, each config validated, and every agent checked on every env.
 
+    :param bases: each agent's raw base config (:func:`base_configs`; ``match_params``'s too); the agent,
+        env id, seed and length are set per run.
     :param match_params: an agent name: on each env, every other agent's network width
         (``AgentSpec.width_option``) is set so that its parameter count is as close as it gets to this
         agent's (which keeps its config).
@@ -140,7 +158,7 @@ def plan(agents: Sequence[str], env_ids: Sequence[str], seeds: Iterable[int], ou
     length = [f"total_timesteps={total_timesteps}"] if total_timesteps is not None else []
 
     def raw_config(agent: str, env_id: str) -> dict[str, Any]:
-        return apply_overrides(base, [*overrides, f"agent={agent}", f"env.id={env_id}", *length])
+        return apply_overrides(bases[agent], [*overrides, f"agent={agent}", f"env.id={env_id}", *length])
 
     for env_id in env_ids:
         target = None
@@ -173,8 +191,9 @@ def read_timing(run_dir: Path) -> tuple[float | None, int | None]:
     return data.get("wall_s"), data.get("timesteps")
 
 
-def check_finished_config(task: RunTask) -> None:
-    """Fail if the finished run of ``task`` was trained with another config than the one planned now."""
+def check_run_dir_config(task: RunTask) -> None:
+    """Fail if the run of ``task`` (finished, or to be resumed) was trained with another config than the
+    one planned now."""
     planned = dump_config(build_dataclass(ExperimentConfig, task.config))
     if RunDir(task.run_dir).config.read_text(encoding="utf-8") != planned:
         raise UserError(f"{task.run_dir} was trained with another config than this benchmark's "
@@ -192,18 +211,28 @@ def warm_up_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _resumable(task: RunTask) -> bool:
+    """Whether ``task``'s unfinished run left a checkpoint (and its config) to continue from."""
+    run = RunDir(task.run_dir)
+    return run.config.is_file() and run.latest_checkpoint() is not None
+
+
 def train_one(task: RunTask) -> RunResult:
     """Train ``task`` in this process (a worker): 1 torch thread, output to its log file.
 
-    Any error is written to the log and reported as ``failed``: one broken run must not stop the others.
+    An unfinished run with a checkpoint is resumed from it; the wall-clock and step count recorded are then
+    this call's.  Any error is written to the log and reported as ``failed``: one broken run must not stop
+    the others.
     """
     import torch  # here: the worker sets its own thread count before any torch work
 
-    from ctm_rl.training import start_training
+    from ctm_rl.training import resume_training, start_training
 
     torch.set_num_threads(1)
     task.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with task.log_path.open("w", encoding="utf-8") as log:
+    resume_at = RunDir(task.run_dir).latest_checkpoint() if _resumable(task) else None
+    # Appended to on resume, so that the log keeps the whole run's story.
+    with task.log_path.open("a" if resume_at else "w", encoding="utf-8") as log:
         def say(message: str) -> None:
             log.write(message + "\n")
             log.flush()
@@ -212,18 +241,24 @@ def train_one(task: RunTask) -> RunResult:
             config = build_dataclass(ExperimentConfig, task.config)
             callback = task.callback_after_eval() if task.callback_after_eval is not None else None
             start = time.perf_counter()
-            outcome = start_training(config, task.run_dir, overwrite=True, progress=False, log=say,
-                                     callback_after_eval=callback)
+            if resume_at is not None:
+                outcome = resume_training(task.run_dir, progress=False, log=say, callback_after_eval=callback)
+            else:
+                outcome = start_training(config, task.run_dir, overwrite=True, progress=False, log=say,
+                                         callback_after_eval=callback)
             wall = time.perf_counter() - start
         except Exception:  # noqa: BLE001  (recorded in the log; the benchmark goes on)
             log.write(traceback.format_exc())
             return RunResult(task, "failed")
     if outcome.interrupted_by is not None:  # unfinished: the next benchmark call trains it again
         return RunResult(task, "stopped")
-    timing = {"wall_s": round(wall, 3), "timesteps": outcome.timesteps}
+    trained = outcome.timesteps - (resume_at[0] if resume_at else 0)
+    timing = {"wall_s": round(wall, 3), "timesteps": trained}
+    if resume_at:
+        timing["resumed_at"] = resume_at[0]
     atomic_save(task.run_dir / TIMING_NAME,
                 lambda path: Path(path).write_text(json.dumps(timing) + "\n", encoding="utf-8"))
-    return RunResult(task, "trained", wall, outcome.timesteps)
+    return RunResult(task, "trained", wall, trained)
 
 
 def _pending(tasks: Sequence[RunTask], log: Callable[[str], None]) -> tuple[list[RunResult], list[RunTask]]:
@@ -231,9 +266,11 @@ def _pending(tasks: Sequence[RunTask], log: Callable[[str], None]) -> tuple[list
     results, pending = [], []
     for task in tasks:
         if task.finished:
-            check_finished_config(task)
+            check_run_dir_config(task)
             results.append(RunResult(task, "skipped", *read_timing(task.run_dir)))
         else:
+            if _resumable(task):
+                check_run_dir_config(task)
             pending.append(task)
     if results:
         log(f"{len(results)} of {len(tasks)} runs already finished: skipped")

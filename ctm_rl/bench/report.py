@@ -72,11 +72,13 @@ class Curves:
         return self.returns[:, -1]
 
 
-def align_curves(rows: Sequence[Mapping[str, object]]) -> Curves | None:
-    """The curves of the rows of one (agent, env), or ``None`` if no seed has an evaluation."""
+def align_curves(rows: Sequence[Mapping[str, object]], field: str = "mean_return") -> Curves | None:
+    """The curves of ``field`` (an evaluation column) in the rows of one (agent, env), or ``None`` if no seed
+    has a value of it (``success_rate`` is empty where the env reports no success)."""
     by_seed: dict[int, list[tuple[int, float]]] = {}
     for row in rows:
-        by_seed.setdefault(int(row["seed"]), []).append((int(row["timesteps"]), float(row["mean_return"])))
+        if row.get(field) not in (None, ""):
+            by_seed.setdefault(int(row["seed"]), []).append((int(row["timesteps"]), float(row[field])))
     if not by_seed:
         return None
     seeds = sorted(by_seed)
@@ -122,7 +124,8 @@ def summary_markdown(results: Sequence[RunResult], rows: Sequence[Mapping[str, o
          f"seed {stats.BOOTSTRAP_SEED}. Steps to threshold: first evaluation step at which the mean over "
          "seeds reached the threshold. Params: the policy's parameter count. Oracle: the shortest-path "
          f"oracle's mean return over seeds 0..{ORACLE_EPISODES - 1}, the best an agent can do (navigation "
-         "envs only)."), "",
+         "envs only). Success: each seed's last evaluation's share of episodes that reached the goal, where "
+         "the env reports it."), "",
     ]
     for env_id in env_ids:
         threshold = thresholds.get(env_id)
@@ -132,8 +135,8 @@ def summary_markdown(results: Sequence[RunResult], rows: Sequence[Mapping[str, o
                    f"Oracle: {_number(ceiling, 3) if ceiling is not None else 'none'}."),
                   "",
                   ("| agent | params | seeds | final mean return [95% CI] | final IQM [95% CI] | "
-                   "steps to threshold | wall-clock s / run | steps/s / run |"),
-                  "|---|---|---|---|---|---|---|---|"]
+                   "final success % IQM [95% CI] | steps to threshold | wall-clock s / run | steps/s / run |"),
+                  "|---|---|---|---|---|---|---|---|---|"]
         for agent in agents:
             ours = [r for r in results if r.task.agent == agent and r.task.env_id == env_id]
             curves = align_curves([row for row in rows if row["agent"] == agent and row["env"] == env_id])
@@ -142,8 +145,11 @@ def summary_markdown(results: Sequence[RunResult], rows: Sequence[Mapping[str, o
             n_params = ours[0].task.n_params if ours else None
             params = f"{n_params:,}" if n_params is not None else "-"
             if curves is None:
-                lines.append(f"| {agent} | {params} | 0 | no evaluations | - | - | {wall} | {speed} |")
+                lines.append(f"| {agent} | {params} | 0 | no evaluations | - | - | - | {wall} | {speed} |")
                 continue
+            success = align_curves([row for row in rows if row["agent"] == agent and row["env"] == env_id],
+                                   "success_rate")
+            success_text = "-" if success is None else bootstrap_ci(100 * success.final, "iqm").format(0)
             digits = return_digits(curves.returns)
             reached = "-"
             if threshold is not None:
@@ -151,7 +157,8 @@ def summary_markdown(results: Sequence[RunResult], rows: Sequence[Mapping[str, o
                 reached = "not reached" if step is None else str(step)
             lines.append(f"| {agent} | {params} | {len(curves.seeds)} | "
                          f"{bootstrap_ci(curves.final, 'mean').format(digits)} | "
-                         f"{bootstrap_ci(curves.final, 'iqm').format(digits)} | {reached} | {wall} | {speed} |")
+                         f"{bootstrap_ci(curves.final, 'iqm').format(digits)} | {success_text} | {reached} | "
+                         f"{wall} | {speed} |")
         lines.append("")
     lines += ["## Runs", "",
               "| env | agent | seed | status | final return | timesteps | wall-clock s | steps/s |",

@@ -1,0 +1,199 @@
+"""The memory comparison of docs/RESULTS.md (issue 19): success on the T-maze at each corridor length.
+
+Copies the ``evaluations.csv`` of every finished run in the given ``ctm-rl benchmark`` output folders
+(``benchmarks/memory.sh`` makes one per corridor length) to ``--out`` as ``L<N>_<agent>_seed<S>.csv``, so
+that each finished run's result can be committed as it lands, then reports on every such file in ``--out``
+(runs copied in earlier sessions too):
+
+* ``summary.md``: per length and agent, the final success rate's IQM over seeds with its 95% bootstrap
+  interval, each seed's final and best success, how many seeds reached the length's target within the
+  budget, and the longest corridor on which each agent's IQM final success is >= 80%;
+* ``horizon.png``: the memory-horizon plot, final success (IQM, 95% CI) against corridor length;
+* ``success_L<N>.png``: success curves (IQM over seeds, 95% CI) per length.
+
+    python benchmarks/memory_report.py runs/memory/L* --out docs/results/memory
+    python benchmarks/memory_report.py --out docs/results/memory     # from the committed CSVs only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ctm_rl.bench.report import Curves, align_curves
+from ctm_rl.bench.stats import bootstrap_ci, curve_ci
+
+# The issue's targets: success within a budget, on >= 4 of 5 seeds.
+TARGETS = {4: (0.95, 250_000), 8: (0.90, 1_000_000), 16: (0.80, 2_000_000)}
+HORIZON_LEVEL = 0.8  # "the longest corridor on which an agent stays >= 80%"
+
+
+RUN_PATTERN = re.compile(r"CTM-Memory-L(\d+)-v0/(\w+)/seed_(\d+)$")
+COPY_PATTERN = re.compile(r"^L(\d+)_(\w+)_seed(\d+)\.csv$")
+
+
+def copy_finished_runs(folder: Path, out: Path) -> int:
+    """Copy the evaluations of ``folder``'s finished memory runs to ``out``; how many were copied."""
+    copied = 0
+    for run in sorted(folder.glob("runs/*/*/seed_*")):
+        match = RUN_PATTERN.search(run.as_posix())
+        if match and (run / "final_model.zip").is_file():
+            length, agent, seed = match.groups()
+            shutil.copyfile(run / "evaluations.csv", out / f"L{length}_{agent}_seed{seed}.csv")
+            copied += 1
+    return copied
+
+
+def read_copies(out: Path) -> dict[int, list[dict[str, str]]]:
+    """Every copied run's evaluation rows, tagged with agent and seed, by corridor length."""
+    by_length: dict[int, list[dict[str, str]]] = {}
+    for path in sorted(out.glob("L*_*_seed*.csv")):
+        if match := COPY_PATTERN.match(path.name):
+            length, agent, seed = match.groups()
+            with path.open(newline="", encoding="utf-8") as handle:
+                by_length.setdefault(int(length), []).extend(
+                    {**row, "agent": agent, "seed": seed} for row in csv.DictReader(handle))
+    return by_length
+
+
+def success_curves(rows: Sequence[Mapping[str, str]]) -> dict[str, Curves]:
+    agents = dict.fromkeys(row["agent"] for row in rows)
+    return {agent: c for agent in agents
+            if (c := align_curves([row for row in rows if row["agent"] == agent], "success_rate"))}
+
+
+def seeds_on_target(curve: Curves, level: float, budget: int) -> int:
+    """How many seeds have an evaluation at or below ``budget`` steps with success >= ``level``."""
+    within = curve.steps <= budget
+    return int(np.sum(np.any(curve.returns[:, within] >= level - 1e-9, axis=1)))
+
+
+def longest_at_level(finals: Mapping[int, float], level: float = HORIZON_LEVEL) -> int | None:
+    """The longest corridor up to which every length's final success is >= ``level`` (the agent "stays"
+    there), ``None`` if the shortest already misses it."""
+    longest = None
+    for length in sorted(finals):
+        if finals[length] < level:
+            break
+        longest = length
+    return longest
+
+
+def plot_success(length: int, curves: Mapping[str, Curves], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ctm_rl.bench.stats import iqm
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    for agent, curve in curves.items():
+        low, high = curve_ci(100 * curve.returns, "iqm")
+        (line,) = axes.plot(curve.steps, 100 * iqm(curve.returns, axis=0), marker="o", markersize=3,
+                            label=f"{agent} ({len(curve.seeds)} seeds)")
+        axes.fill_between(curve.steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    axes.axhline(50, color="grey", linestyle=":", linewidth=1, label="chance (either arm)")
+    if length in TARGETS:
+        level, budget = TARGETS[length]
+        axes.plot([0, budget], [100 * level] * 2, color="black", linestyle="--", linewidth=1,
+                  label=f"target {100 * level:.0f}% by {budget:,}")
+    axes.set(title=f"CTM/Memory-L{length}-v0", xlabel="env steps", ylabel="success % (IQM over seeds, 95% CI)",
+             ylim=(-3, 103))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_horizon(finals: Mapping[str, dict[int, np.ndarray]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    for agent, by_length in finals.items():
+        lengths = sorted(by_length)
+        estimates = [bootstrap_ci(100 * by_length[n], "iqm") for n in lengths]
+        values = np.array([e.value for e in estimates])
+        errors = np.array([[e.value - e.low for e in estimates], [e.high - e.value for e in estimates]])
+        axes.errorbar(lengths, values, yerr=errors, marker="o", capsize=4, label=agent)
+    axes.axhline(50, color="grey", linestyle=":", linewidth=1, label="chance (either arm)")
+    axes.axhline(100 * HORIZON_LEVEL, color="black", linestyle="--", linewidth=1, label="80%")
+    axes.set_xscale("log", base=2)
+    axes.set(title="Memory horizon: T-maze success at the end of training", xlabel="corridor length L",
+             ylabel="final success % (IQM over seeds, 95% CI)", ylim=(-3, 103))
+    axes.set_xticks(sorted({n for by_length in finals.values() for n in by_length}))
+    axes.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def summary(by_length: Mapping[int, dict[str, Curves]]) -> str:
+    lines = ["# Memory comparison", "",
+             "Final = each seed's last evaluation (success share of its sampled episodes). IQM over seeds, "
+             "[95% CI] percentile bootstrap over seeds. On target: seeds with an evaluation at or before the "
+             "budget at or above the target level.", "",
+             "| L | agent | seeds | steps | final success % IQM [95% CI] | each seed's final % | each seed's best % "
+             "| on target |",
+             "|---|---|---|---|---|---|---|---|"]
+    iqm_finals: dict[str, dict[int, float]] = {}
+    for length in sorted(by_length):
+        for agent, curve in by_length[length].items():
+            final = bootstrap_ci(100 * curve.final, "iqm")
+            target = "-"
+            if length in TARGETS:
+                level, budget = TARGETS[length]
+                target = (f"{seeds_on_target(curve, level, budget)} of {len(curve.seeds)} "
+                          f"(>= {100 * level:.0f}% by {budget:,})")
+            each_final = ", ".join(f"{100 * v:.0f}" for v in curve.final)
+            each_best = ", ".join(f"{100 * v:.0f}" for v in curve.returns.max(axis=1))
+            lines.append(f"| {length} | {agent} | {len(curve.seeds)} | {curve.steps[-1]:,} | {final.format(0)} | "
+                         f"{each_final} | {each_best} | {target} |")
+            iqm_finals.setdefault(agent, {})[length] = final.value / 100
+    lines += ["", "Longest corridor with IQM final success >= 80%: "
+              + "; ".join(f"{agent}: {f'L{n}' if (n := longest_at_level(by)) else 'none'}"
+                          for agent, by in iqm_finals.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="*", type=Path,
+                        help="ctm-rl benchmark output folders whose finished runs to copy first")
+    parser.add_argument("--out", type=Path, required=True, help="where the CSVs, summary and plots go")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for folder in args.folders:
+        print(f"memory_report: {copy_finished_runs(folder, args.out)} finished runs copied from {folder}")
+    by_length: dict[int, dict[str, Curves]] = {}
+    for length, rows in sorted(read_copies(args.out).items()):
+        by_length[length] = success_curves(rows)
+        plot_success(length, by_length[length], args.out / f"success_L{length}.png")
+    if not by_length:
+        print("memory_report: no results to report", file=sys.stderr)
+        return 1
+    finals: dict[str, dict[int, np.ndarray]] = {}
+    for length, curves in by_length.items():
+        for agent, curve in curves.items():
+            finals.setdefault(agent, {})[length] = curve.final
+    plot_horizon(finals, args.out / "horizon.png")
+    (args.out / "summary.md").write_text(summary(by_length), encoding="utf-8")
+    print(args.out / "summary.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
