@@ -7,7 +7,8 @@ For each task (``acrobot``, ``cartpole``, ...) with results in ``--results``, on
 * our periodic evaluation returns against env steps.
 
 Each panel shows every seed as a thin line and the mean over seeds with its 95% percentile-bootstrap band
-(up to the step every seed reached; a run cut short is listed as such in the table).  ``summary.md`` has
+(up to the step every seed reached; an unfinished run, one still training or cut short, is listed with the
+step it reached in the table).  ``summary.md`` has
 per task and agent: the seeds and the steps each reached, the final evaluation return and the final
 training episode length (mean over seeds, 95% CI), and the wall-clock per run.
 
@@ -136,8 +137,8 @@ def summary(runs: Sequence[Run]) -> str:
             if not ours:
                 continue
             budget = paper_budget(task)
-            reached = ", ".join(f"{run.seed} ({run.steps:,}{', cut short' if run.steps < budget * 0.99 else ''})"
-                                for run in ours)
+            reached = ", ".join(f"{run.seed} ({run.steps:,}" + (f" of {budget:,}: unfinished" if run.steps < budget * 0.99
+                                                                else "") + ")" for run in ours)
             final_eval = bootstrap_ci([run.eval_returns[-1] for run in ours]).format(1)
             lengths = [run.train_lengths[-1] for run in ours if run.train_lengths.size]
             final_length = bootstrap_ci(lengths).format(1) if lengths else "-"
