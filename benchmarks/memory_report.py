@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ctm_rl.bench.report import Curves, align_curves
-from ctm_rl.bench.stats import bootstrap_ci, curve_ci
+from ctm_rl.bench.stats import bootstrap_ci, curve_ci, iqm
 
 # The targets: success within a budget, on >= 4 of 5 seeds.
 TARGETS = {4: (0.95, 250_000), 8: (0.90, 1_000_000), 16: (0.80, 2_000_000)}
@@ -92,7 +92,6 @@ def plot_success(length: int, curves: Mapping[str, Curves], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ctm_rl.bench.stats import iqm
 
     figure, axes = plt.subplots(figsize=(6.4, 4.0))
     for agent, curve in curves.items():

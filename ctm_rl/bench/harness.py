@@ -211,10 +211,11 @@ def warm_up_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _resumable(task: RunTask) -> bool:
-    """Whether ``task``'s unfinished run left a checkpoint (and its config) to continue from."""
+def _resume_point(task: RunTask) -> int | None:
+    """The step of the checkpoint ``task``'s unfinished run left to continue from (with its config), if any."""
     run = RunDir(task.run_dir)
-    return run.config.is_file() and run.latest_checkpoint() is not None
+    latest = run.latest_checkpoint() if run.config.is_file() else None
+    return latest[0] if latest else None
 
 
 def train_one(task: RunTask) -> RunResult:
@@ -230,9 +231,9 @@ def train_one(task: RunTask) -> RunResult:
 
     torch.set_num_threads(1)
     task.log_path.parent.mkdir(parents=True, exist_ok=True)
-    resume_at = RunDir(task.run_dir).latest_checkpoint() if _resumable(task) else None
+    resume_at = _resume_point(task)
     # Appended to on resume, so that the log keeps the whole run's story.
-    with task.log_path.open("a" if resume_at else "w", encoding="utf-8") as log:
+    with task.log_path.open("w" if resume_at is None else "a", encoding="utf-8") as log:
         def say(message: str) -> None:
             log.write(message + "\n")
             log.flush()
@@ -252,10 +253,10 @@ def train_one(task: RunTask) -> RunResult:
             return RunResult(task, "failed")
     if outcome.interrupted_by is not None:  # unfinished: the next benchmark call trains it again
         return RunResult(task, "stopped")
-    trained = outcome.timesteps - (resume_at[0] if resume_at else 0)
+    trained = outcome.timesteps - (resume_at or 0)
     timing = {"wall_s": round(wall, 3), "timesteps": trained}
-    if resume_at:
-        timing["resumed_at"] = resume_at[0]
+    if resume_at is not None:
+        timing["resumed_at"] = resume_at
     atomic_save(task.run_dir / TIMING_NAME,
                 lambda path: Path(path).write_text(json.dumps(timing) + "\n", encoding="utf-8"))
     return RunResult(task, "trained", wall, trained)
@@ -269,7 +270,7 @@ def _pending(tasks: Sequence[RunTask], log: Callable[[str], None]) -> tuple[list
             check_run_dir_config(task)
             results.append(RunResult(task, "skipped", *read_timing(task.run_dir)))
         else:
-            if _resumable(task):
+            if _resume_point(task) is not None:
                 check_run_dir_config(task)
             pending.append(task)
     if results:

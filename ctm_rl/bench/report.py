@@ -139,7 +139,8 @@ def summary_markdown(results: Sequence[RunResult], rows: Sequence[Mapping[str, o
                   "|---|---|---|---|---|---|---|---|---|"]
         for agent in agents:
             ours = [r for r in results if r.task.agent == agent and r.task.env_id == env_id]
-            curves = align_curves([row for row in rows if row["agent"] == agent and row["env"] == env_id])
+            our_rows = [row for row in rows if row["agent"] == agent and row["env"] == env_id]
+            curves = align_curves(our_rows)
             wall = _number(_mean_of([r.wall_s for r in ours]), 0)
             speed = _number(_mean_of([r.steps_per_s for r in ours]), 0)
             n_params = ours[0].task.n_params if ours else None
@@ -147,8 +148,7 @@ def summary_markdown(results: Sequence[RunResult], rows: Sequence[Mapping[str, o
             if curves is None:
                 lines.append(f"| {agent} | {params} | 0 | no evaluations | - | - | - | {wall} | {speed} |")
                 continue
-            success = align_curves([row for row in rows if row["agent"] == agent and row["env"] == env_id],
-                                   "success_rate")
+            success = align_curves(our_rows, "success_rate")
             success_text = "-" if success is None else bootstrap_ci(100 * success.final, "iqm").format(0)
             digits = return_digits(curves.returns)
             reached = "-"
