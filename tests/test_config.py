@@ -148,7 +148,8 @@ def test_shipped_configs_are_valid_for_every_agent(path):
 def test_the_expected_configs_ship():
     names = {str(p.relative_to(CONFIGS)) for p in SHIPPED}
     assert {"quickstart.yaml", "cartpole_masked.yaml", "acrobot_masked.yaml", "minigrid_fourrooms.yaml",
-            "paper/cartpole.yaml", "paper/acrobot.yaml", "paper/fourrooms.yaml"} <= names
+            "paper/cartpole.yaml", "paper/acrobot.yaml", "paper/fourrooms.yaml", "memory.yaml", "memory_lstm.yaml",
+            "tune/memory.yaml"} <= names
 
 
 @pytest.mark.parametrize("name, envs, steps", [("cartpole", 256, 100), ("acrobot", 12, 100),

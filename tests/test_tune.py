@@ -17,10 +17,12 @@ from ctm_rl.errors import ConfigError
 from ctm_rl.runs import RunDir
 from ctm_rl.tune.objective import (
     TRIAL_SEED,
+    Objective,
     StudyReporter,
     TrialPlan,
     curve_score,
     evaluation_curve,
+    late_score,
     score_trial,
 )
 from ctm_rl.tune.runner import train_trial
@@ -123,7 +125,24 @@ def test_same_command_resumes_the_study(study_dir: Path, tmp_path: Path,
     # Another budget would make the trials incomparable: one error line, the study untouched.
     assert main(tune_args(config, out, "--budget", "256")) == 1
     assert_one_error_line(capsys, "was made with another budget (128, now 256)")
+    assert main(tune_args(config, out, "--objective", "late")) == 1
+    assert_one_error_line(capsys, "was made with another objective ('auc', now 'late')")
     assert len(load_study(out).trials) == 3
+
+
+def test_a_study_from_before_objective_resumes_as_auc(study_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(study_dir, out)
+    study = load_study(out)
+    identity = dict(study.user_attrs["ctm_rl_tune"])
+    del identity["objective"]  # what the studies of docs/results/tune were made with
+    study.set_user_attr("ctm_rl_tune", identity)
+    config = write_config(tmp_path)
+    assert main(tune_args(config, out)) == 0
+    assert "none to run" in capsys.readouterr().out
+    assert main(tune_args(config, out, "--objective", "late")) == 1
+    assert_one_error_line(capsys, "was made with another objective ('auc', now 'late')")
 
 
 def test_a_trial_left_running_is_run_again(study_dir: Path, tmp_path: Path,
@@ -153,6 +172,20 @@ def test_curve_score_is_the_mean_return_over_training() -> None:
         curve_score([], [])
 
 
+def test_late_score_is_the_mean_of_the_last_third() -> None:
+    steps, plateau, flat = [100, 200, 300, 400, 500, 600], [0.0, 0.4, 0.4, 0.4, 0.4, 0.9], [0.4] * 6
+    late = Objective("late", budget=600)
+    assert late.scored_from == 400
+    assert late.score(steps, plateau) == pytest.approx((0.4 + 0.4 + 0.9) / 3)
+    # A late climb beats a flat curve that the area scores higher: the reason for "late".
+    assert late.score(steps, plateau) > late.score(steps, flat)
+    auc = Objective("auc", budget=600)
+    assert auc.score(steps, plateau) < auc.score(steps, flat) and auc.scored_from == 0
+    assert late_score([100, 200], [1.0, 2.0], start=400) == 2.0  # none that late: the last evaluation
+    with pytest.raises(ValueError):
+        late_score([], [], start=0)
+
+
 def test_evaluation_curve_takes_due_steps_up_to_the_budget(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     for steps, value in ((66, 1.0), (130, 2.0), (194, 3.0), (258, 4.0)):  # n_envs 3: a little late
@@ -163,7 +196,7 @@ def test_evaluation_curve_takes_due_steps_up_to_the_budget(tmp_path: Path) -> No
 def test_a_pruned_trial_stops_training_at_the_evaluation(tmp_path: Path) -> None:
     config_path = write_config(tmp_path)
     base = yaml.safe_load(config_path.read_text())
-    plan = TrialPlan(base, load_config(config_path), BUDGET, seeds=2, out=tmp_path)
+    plan = TrialPlan(base, load_config(config_path), Objective("auc", BUDGET), seeds=2, out=tmp_path)
     params = {"learning_rate": 1e-3, "lr_schedule": "constant", "n_steps": 16, "n_envs": 2, "n_minibatches": 1,
               "n_epochs": 1, "gamma": 0.99, "gae_lambda": 0.95, "ent_coef": 0.0, "clip_range": 0.2,
               "iterations": 1, "memory_length": 2, "d_model": 8, "n_synch_out": 4, "bptt_steps": None}
@@ -188,9 +221,13 @@ def test_study_reporter_prunes_below_the_median(tmp_path: Path) -> None:
         trial.report(10.0, 100)
         study.tell(trial, 10.0)
     good, bad, early = study.ask(), study.ask(), study.ask()
-    assert not StudyReporter(url, "s", good.number, budget=0)(100, 12.0)
-    assert StudyReporter(url, "s", bad.number, budget=0)(100, 2.0)
-    assert not StudyReporter(url, "s", early.number, budget=1000)(100, 2.0)  # warm-up: a third of the budget
+    assert not StudyReporter(url, "s", good.number, Objective("auc", 0))(100, 12.0)
+    assert StudyReporter(url, "s", bad.number, Objective("auc", 0))(100, 2.0)
+    # Warm-up: a third of the budget for the area, two thirds (where the score starts) for "late".
+    assert not StudyReporter(url, "s", early.number, Objective("auc", 1000))(100, 2.0)
+    late = study.ask()
+    assert StudyReporter(url, "s", late.number, Objective("late", 150))(100, 2.0)
+    assert not StudyReporter(url, "s", study.ask().number, Objective("late", 152))(100, 2.0)
     assert study.trials[bad.number].intermediate_values == {100: 2.0}
 
 

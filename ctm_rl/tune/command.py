@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "again resumes the study and runs only the missing ones")
     parser.add_argument("--budget", type=int, required=True, metavar="STEPS",
                         help="env steps each trial trains on each seed")
+    parser.add_argument("--objective", choices=("auc", "late"), default="auc",
+                        help="a run's score: auc, the area under its evaluation curve (the mean return over "
+                             "training: fast learning counts; default); late, the mean return of its "
+                             "evaluations in the last third of the budget (what it ends up doing: for tasks "
+                             "learned after a long plateau, e.g. memory)")
     parser.add_argument("--seeds", type=int, default=1, metavar="K",
                         help="seeds per trial, 1000 to 1000+K-1; a trial's value is the mean (default 1)")
     parser.add_argument("--workers", type=int, default=1, metavar="W",
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ctm_rl.bench.harness import check_run_config
     from ctm_rl.config import apply_overrides, config_to_dict, read_config_file
-    from ctm_rl.tune.objective import TrialOutcome, TrialPlan
+    from ctm_rl.tune.objective import Objective, TrialOutcome, TrialPlan
     from ctm_rl.tune.report import progress_line, summary, write_outputs
     from ctm_rl.tune.runner import open_executor, run_trials
     from ctm_rl.tune.space import Value, parse_space
@@ -74,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or DEFAULT_OUT / name
     _check_out(out)
     url = storage_url(args.storage, out)
+    objective = Objective(args.objective, args.budget)
     # The executor first: Ray is connected to (or found missing) before anything is written.
-    with open_executor(args.workers, args.ray_address, url, name, args.budget) as executor:
+    with open_executor(args.workers, args.ray_address, url, name, objective) as executor:
         if args.storage is None:
             out.mkdir(parents=True, exist_ok=True)
         storage = connect(url)
@@ -85,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # this command prints a line per trial itself
         # Through JSON and back, like the copy the storage keeps, so that the two compare equal.
         identity = json.loads(json.dumps({"config": config_to_dict(config), "budget": args.budget,
-                                          "seeds": args.seeds, "space": space.describe()}))
+                                          "seeds": args.seeds, "objective": args.objective,
+                                          "space": space.describe()}))
         study = open_study(storage, name, identity, print)
         out.mkdir(parents=True, exist_ok=True)
         if ignored:
@@ -103,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 print(progress_line(number, params, outcome, seconds, space), flush=True)
                 write_outputs(study, space, base, out)
 
-            plan = TrialPlan(base, config, args.budget, args.seeds, out)
+            plan = TrialPlan(base, config, objective, args.seeds, out)
             outcomes = run_trials(study, space, plan, missing, args.workers, executor, done)
     write_outputs(study, space, base, out)
     print(summary(study, space, out))

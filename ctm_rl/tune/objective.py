@@ -4,13 +4,17 @@ A trial trains its config for ``--budget`` steps on each of K seeds, one after t
 :data:`TRIAL_SEED`, +1, ...: apart from the seeds 0, 1, ... that a tuned config is then trained and
 benchmarked with, so that the search does not pick what happens to suit the seeds it is judged on).
 
-A run's score is the area under its evaluation curve divided by its length: the mean evaluation return
-over training, which rewards learning fast as well as learning well (docs/TUNING.md).  The trial's value is
-the mean score over its seeds; the mean final return is kept beside it to break ties.
+A run's score (``--objective``, docs/TUNING.md) is by default the area under its evaluation curve divided
+by its length: the mean evaluation return over training, which rewards learning fast as well as learning
+well.  ``late`` scores the evaluations in the last third of the budget instead: what the agent ends up
+doing, for tasks where learning comes after a long plateau that the area would score like a flat curve
+(docs/MEMORY.md).  The trial's value is the mean score over its seeds; the mean final return is kept beside
+it to break ties.
 
 While a run trains, each evaluation's mean return is reported to the study at the trial's step, and the
-median pruner may stop the trial there.  Steps count over the trial's seeds one after the other (seed
-``i``'s evaluation at step ``t`` is step ``i * budget + t``), so every trial reports at the same steps.
+median pruner may stop the trial there, though not before the scored part of the curve has begun.  Steps
+count over the trial's seeds one after the other (seed ``i``'s evaluation at step ``t`` is step
+``i * budget + t``), so every trial reports at the same steps.
 """
 
 from __future__ import annotations
@@ -36,12 +40,6 @@ TRIAL_SEED = 1000
 Reporter = Callable[[int, float], bool]
 
 
-def make_pruner(budget: int) -> optuna.pruners.BasePruner:
-    """The median pruner of a study: once 5 trials are complete, a trial whose evaluation is below the median
-    of the complete trials' at the same step stops there, though never in the first third of its first seed."""
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=budget // 3)
-
-
 # --- the score of a curve ----------------------------------------------------------------------------------
 
 
@@ -54,6 +52,41 @@ def curve_score(steps: Sequence[float], returns: Sequence[float]) -> float:
         raise ValueError(f"a curve needs as many steps as returns, at least one: {steps!r}, {returns!r}")
     area = r[0] * t[0] + np.sum((r[1:] + r[:-1]) / 2 * np.diff(t))
     return float(area / t[-1])
+
+
+def late_score(steps: Sequence[float], returns: Sequence[float], start: float) -> float:
+    """The mean return of the evaluations at ``start`` or later; the last evaluation's if none is."""
+    if len(steps) == 0 or len(steps) != len(returns):
+        raise ValueError(f"a curve needs as many steps as returns, at least one: {steps!r}, {returns!r}")
+    late = [value for step, value in zip(steps, returns, strict=True) if step >= start]
+    return float(np.mean(late)) if late else float(returns[-1])
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a run of ``budget`` steps is scored on (``name``: ``"auc"`` or ``"late"``, as ``--objective``
+    takes them), and so from which step the median pruner may stop a trial."""
+
+    name: str
+    budget: int
+
+    @property
+    def scored_from(self) -> int:
+        """The first step whose evaluation counts: 0 for the area, two thirds of the budget for ``late``."""
+        return 0 if self.name == "auc" else 2 * self.budget // 3
+
+    def score(self, steps: Sequence[float], returns: Sequence[float]) -> float:
+        if self.name == "auc":
+            return curve_score(steps, returns)
+        return late_score(steps, returns, self.scored_from)
+
+    def pruner(self) -> optuna.pruners.BasePruner:
+        """The median pruner: once 5 trials are complete, a trial whose evaluation is below the median of the
+        complete trials' at the same step stops there, though not in its first seed's first third (the area)
+        or before its first seed's scored last third (``late``: a trial that is slow to start can still end
+        well)."""
+        warm_up = self.budget // 3 if self.name == "auc" else self.scored_from
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warm_up)
 
 
 def evaluation_curve(run_dir: Path, freq: int, budget: int) -> tuple[list[int], list[float]]:
@@ -106,13 +139,13 @@ class StudyReporter:
     storage_url: str
     study_name: str
     number: int  # the trial's
-    budget: int
+    objective: Objective
 
     def __call__(self, step: int, value: float) -> bool:
         storage, study, study_id = _connect(self.storage_url, self.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
         storage.set_trial_intermediate_value(trial_id, step, value)
-        return make_pruner(self.budget).prune(study, storage.get_trial(trial_id))
+        return self.objective.pruner().prune(study, storage.get_trial(trial_id))
 
 
 # --- a trial's runs and their outcome ----------------------------------------------------------------------
@@ -120,14 +153,18 @@ class StudyReporter:
 
 @dataclass(frozen=True)
 class TrialPlan:
-    """What every trial of a study shares: the base config (raw, and validated), the budget, the number of
-    seeds, the output folder."""
+    """What every trial of a study shares: the base config (raw, and validated), the objective (with the
+    budget), the number of seeds, the output folder."""
 
     base: dict[str, Any]
     config: ExperimentConfig
-    budget: int
+    objective: Objective
     seeds: int
     out: Path
+
+    @property
+    def budget(self) -> int:
+        return self.objective.budget
 
     @property
     def freq(self) -> int:
@@ -178,6 +215,6 @@ def score_trial(results: Sequence[RunResult], plan: TrialPlan) -> TrialOutcome:
     curves = [evaluation_curve(result.task.run_dir, plan.freq, plan.budget) for result in results]
     if not ran_to_budget(results[-1]):  # the pruner stopped it after its last evaluation
         return TrialOutcome("pruned", pruned_at=(len(results) - 1) * plan.budget + curves[-1][0][-1])
-    scores = [curve_score(steps, returns) for steps, returns in curves]
+    scores = [plan.objective.score(steps, returns) for steps, returns in curves]
     finals = [returns[-1] for _, returns in curves]
     return TrialOutcome("complete", float(np.mean(scores)), float(np.mean(finals)))

@@ -28,7 +28,15 @@ from ctm_rl.bench.harness import (
     unpack_run,
     warm_up_worker,
 )
-from ctm_rl.tune.objective import Reporter, StudyReporter, TrialOutcome, TrialPlan, ran_to_budget, score_trial
+from ctm_rl.tune.objective import (
+    Objective,
+    Reporter,
+    StudyReporter,
+    TrialOutcome,
+    TrialPlan,
+    ran_to_budget,
+    score_trial,
+)
 from ctm_rl.tune.space import SearchSpace, Value
 from ctm_rl.tune.study import requeue
 
@@ -61,10 +69,10 @@ class InProcess:
 
     storage_url: str
     study_name: str
-    budget: int
+    objective: Objective
 
     def reporter(self, number: int) -> Reporter:
-        return StudyReporter(self.storage_url, self.study_name, number, self.budget)
+        return StudyReporter(self.storage_url, self.study_name, number, self.objective)
 
     def submit(self, tasks: Sequence[RunTask]) -> Future:
         future: Future = Future()
@@ -92,11 +100,11 @@ class _RayReports:
     """A Ray actor on this (the driver's) node that reports for the trials on the cluster, which then need
     not reach the study's storage (by default an SQLite file on this node's disk)."""
 
-    def __init__(self, storage_url: str, study_name: str, budget: int):
-        self.storage_url, self.study_name, self.budget = storage_url, study_name, budget
+    def __init__(self, storage_url: str, study_name: str, objective: Objective):
+        self.storage_url, self.study_name, self.objective = storage_url, study_name, objective
 
     def report(self, number: int, step: int, value: float) -> bool:
-        return StudyReporter(self.storage_url, self.study_name, number, self.budget)(step, value)
+        return StudyReporter(self.storage_url, self.study_name, number, self.objective)(step, value)
 
 
 @dataclass(frozen=True)
@@ -126,13 +134,13 @@ def _train_trial_packed(tasks: Sequence[RunTask]) -> list[tuple[str, float | Non
 class RayCluster:
     """Trials as tasks of a Ray cluster, one CPU each; their runs are unpacked into the output folder."""
 
-    def __init__(self, address: str, storage_url: str, study_name: str, budget: int):
+    def __init__(self, address: str, storage_url: str, study_name: str, objective: Objective):
         self.ray = connect_ray(address)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = NodeAffinitySchedulingStrategy(self.ray.get_runtime_context().get_node_id(), soft=False)
         self.actor = self.ray.remote(num_cpus=0, scheduling_strategy=here)(_RayReports).remote(
-            storage_url, study_name, budget)
+            storage_url, study_name, objective)
         self.remote = self.ray.remote(num_cpus=1)(_train_trial_packed)
 
     def reporter(self, number: int) -> Reporter:
@@ -157,21 +165,21 @@ class RayCluster:
 
 @contextlib.contextmanager
 def open_executor(workers: int, ray_address: str | None, storage_url: str, study_name: str,
-                  budget: int) -> Iterator[Executor]:
+                  objective: Objective) -> Iterator[Executor]:
     """The executor for ``workers`` trials at once: Ray's if ``ray_address``, else this process for one,
     else a pool of worker processes (spawned: forking a process that has used torch's threads can hang)."""
     if ray_address is not None:
-        cluster = RayCluster(ray_address, storage_url, study_name, budget)
+        cluster = RayCluster(ray_address, storage_url, study_name, objective)
         try:
             yield cluster
         finally:
             cluster.ray.kill(cluster.actor)
     elif workers == 1:
-        yield InProcess(storage_url, study_name, budget)
+        yield InProcess(storage_url, study_name, objective)
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=warm_up_worker) as pool:
-            yield LocalProcesses(storage_url, study_name, budget, pool)
+            yield LocalProcesses(storage_url, study_name, objective, pool)
 
 
 # --- the loop --------------------------------------------------------------------------------------------

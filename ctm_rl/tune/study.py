@@ -1,6 +1,6 @@
 """The Optuna study behind ``ctm-rl tune``: its storage, resuming it, and its best trial.
 
-A study remembers what its trials mean (base config, budget, seeds, search space) and refuses to be
+A study remembers what its trials mean (base config, budget, seeds, objective, search space) and refuses to be
 resumed with anything else, so that its trials stay comparable.  A trial left running by a command that
 was killed is marked failed and enqueued again with its parameters, so that the next command re-runs it.
 """
@@ -41,8 +41,8 @@ def storage_url(url: str | None, out: Path) -> str:
 
 def _differences(stored: dict[str, Any], identity: dict[str, Any]) -> list[str]:
     """What differs between two identities, e.g. ``["budget (5000, now 3000)", "config (eval, seed)"]``."""
-    differences = [f"{key} ({stored.get(key)!r}, now {identity[key]!r})" for key in ("budget", "seeds")
-                   if stored.get(key) != identity[key]]
+    differences = [f"{key} ({stored.get(key)!r}, now {identity[key]!r})"
+                   for key in ("budget", "seeds", "objective") if stored.get(key) != identity[key]]
     if stored.get("space") != identity["space"]:
         differences.append("search space")
     old, new = stored.get("config", {}), identity["config"]
@@ -83,7 +83,7 @@ def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
 def open_study(storage: optuna.storages.BaseStorage, name: str, identity: dict[str, Any],
                log: Callable[[str], None]) -> optuna.Study:
     """The study ``name``, created if new, resumed if its ``identity`` (plain data: config, budget, seeds,
-    space) is the one it was made with; with its TPE sampler seeded."""
+    objective, space) is the one it was made with; with its TPE sampler seeded."""
     if not study_exists(storage, name):
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
         study.set_user_attr(IDENTITY_ATTR, identity)
@@ -92,6 +92,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, identity: dict[s
         stored = study.user_attrs.get(IDENTITY_ATTR)
         if stored is None:
             raise UserError(f"study {name!r} was not made by ctm-rl tune: use another --study")
+        stored = {"objective": "auc", **stored}  # studies made before --objective existed scored the area
         if stored != identity:
             raise UserError(f"study {name!r} was made with another {'; '.join(_differences(stored, identity))}: "
                             "use another --study or --out, or the settings it was made with")
