@@ -28,7 +28,7 @@ def record_hidden(run: Path, seed: int) -> tuple[np.ndarray, float, str]:
     while True:
         action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
         hidden.append(state[0][0, 0].copy())  # (layers, envs, H): the actor LSTM's h after this step
-        obs, _reward, done, infos = env.step(action)
+        obs, _, done, infos = env.step(action)
         total += float(infos[0].get("episode", {}).get("r", 0.0)) if done[0] else 0.0
         start = done
         if done[0]:

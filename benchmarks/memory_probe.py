@@ -23,22 +23,23 @@ import gymnasium as gym
 import numpy as np
 
 
-def cue_of(env_id: str, seed: int) -> tuple[str, np.ndarray]:
-    """The cue's object type of the episode that ``seed`` makes, and that episode's first observation as
-    one vector (as ``FlattenObservation``, which the LSTM's env has, makes it)."""
-    env = gym.make(env_id)
+def reset_reference(env: gym.Env, seed: int) -> tuple[str, np.ndarray]:
+    """Reset ``env`` (a plain ``gym.make`` of the agent's env) with ``seed``: the cue's object type of that
+    episode, and its first observation as one vector (as ``FlattenObservation``, which the LSTM's env has,
+    makes it)."""
     obs, _ = env.reset(seed=seed)
     unwrapped = env.unwrapped
-    cue = unwrapped.grid.get(*unwrapped._cue_pos)
-    env.close()
-    return cue.type, gym.spaces.flatten(env.observation_space, obs).astype(float)
+    return unwrapped.grid.get(*unwrapped._cue_pos).type, as_vector(obs, env.observation_space)
 
 
-def as_vector(obs: dict[str, np.ndarray] | np.ndarray) -> np.ndarray:
-    """The first env's observation of a VecEnv as one vector, in ``gym.spaces.flatten``'s order."""
+def as_vector(obs: dict[str, np.ndarray] | np.ndarray, space: gym.spaces.Space, batched: bool = False) -> np.ndarray:
+    """An observation as one vector, in ``gym.spaces.flatten``'s order; with ``batched``, the first env's of
+    a VecEnv's batch (which is flat already when the agent's env flattens it)."""
+    if batched:
+        obs = {key: value[0] for key, value in obs.items()} if isinstance(obs, dict) else obs[0]
     if isinstance(obs, dict):
-        return np.concatenate([np.eye(4)[int(obs["direction"][0])], obs["image"][0].ravel()]).astype(float)
-    return np.asarray(obs[0], dtype=float)
+        obs = gym.spaces.flatten(space, obs)
+    return np.asarray(obs, dtype=float)
 
 
 def play(run: Path, episodes: int) -> tuple[str, str, list[dict[str, np.ndarray]]]:
@@ -47,17 +48,18 @@ def play(run: Path, episodes: int) -> tuple[str, str, list[dict[str, np.ndarray]
 
     loaded = load_agent(run, seed=0, device="cpu")
     model, env = loaded.model, loaded.env
-    agent = "ctm" if type(model).__name__ == "CTMPPO" else "lstm"
+    agent = loaded.config.agent
+    reference = gym.make(loaded.env_id)
     played = []
     for seed in range(episodes):
-        cue, first_observation = cue_of(loaded.env_id, seed)
+        cue, first_observation = reset_reference(reference, seed)
         env.seed(seed)
         obs = env.reset()
-        if not np.array_equal(as_vector(obs), first_observation):
+        if not np.array_equal(as_vector(obs, reference.observation_space, batched=True), first_observation):
             raise RuntimeError(f"{run}: the agent's env and a fresh {loaded.env_id} disagree at seed {seed}")
         state, start, states, images, reward = None, np.ones(1, dtype=bool), [], [], 0.0
         while True:
-            images.append(as_vector(obs))
+            images.append(as_vector(obs, reference.observation_space, batched=True))
             action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
             # The whole recurrent state the next step starts from: the CTM's pre- and post-activation
             # histories, (envs, D, M) each; the LSTM actor's (h, c), (layers, envs, H) each.
@@ -69,6 +71,7 @@ def play(run: Path, episodes: int) -> tuple[str, str, list[dict[str, np.ndarray]
             if done[0]:
                 break
         played.append({"cue": cue, "states": np.array(states), "images": np.array(images), "success": reward > 0})
+    reference.close()
     return agent, loaded.env_id, played
 
 

@@ -98,7 +98,6 @@ def plot_success(length: int, curves: Mapping[str, Curves], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     figure, axes = plt.subplots(figsize=(6.4, 4.0))
     for agent, curve in curves.items():
         low, high = curve_ci(100 * curve.returns, "iqm")
@@ -149,10 +148,10 @@ def plot_horizon(finals: Mapping[str, dict[int, np.ndarray]], path: Path) -> Non
 def summary(by_length: Mapping[int, dict[str, Curves]]) -> str:
     lines = ["# Memory comparison", "",
              ("Final = each seed's last evaluation (success share of its sampled episodes). IQM over seeds, "
-             "[95% CI] percentile bootstrap over seeds. On target: seeds with an evaluation at or before the "
-             "budget at or above the target level."), "",
+              "[95% CI] percentile bootstrap over seeds. On target: seeds with an evaluation at or before the "
+              "budget at or above the target level."), "",
              ("| L | agent | seeds | steps | final success % IQM [95% CI] | each seed's final % | each seed's best % "
-             "| on target |"),
+              "| on target |"),
              "|---|---|---|---|---|---|---|---|"]
     iqm_finals: dict[str, dict[int, float]] = {}
     for length in sorted(by_length):

@@ -127,9 +127,9 @@ def plot_task(task: str, runs: Sequence[Run], path: Path) -> None:
 def summary(runs: Sequence[Run]) -> str:
     lines = ["# Paper runs", "",
              ("Final evaluation: each seed's last periodic evaluation. Final training length: each seed's last "
-             "100-episode mean. Mean over seeds [95% percentile bootstrap CI over seeds]."), "",
-             ("| task | agent | seeds (steps reached of the paper's budget) | final evaluation return | final training episode length "
-             "| best evaluation return (mean) | wall-clock h / run | steps/s |"),
+              "100-episode mean. Mean over seeds [95% percentile bootstrap CI over seeds]."), "",
+             ("| task | agent | seeds (steps reached of the paper's budget) | final evaluation return "
+              "| final training episode length | best evaluation return (mean) | wall-clock h / run | steps/s |"),
              "|---|---|---|---|---|---|---|---|"]
     for task in dict.fromkeys(run.task for run in runs):
         for agent in ("ctm", "lstm"):

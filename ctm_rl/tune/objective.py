@@ -46,20 +46,25 @@ Reporter = Callable[[int, float], bool]
 def curve_score(steps: Sequence[float], returns: Sequence[float]) -> float:
     """The area under an evaluation curve divided by its length: the mean return over training steps
     ``0..steps[-1]``, the curve linear between evaluations and level with the first one before it."""
-    t = np.asarray(steps, dtype=float)
-    r = np.asarray(returns, dtype=float)
-    if t.size == 0 or t.shape != r.shape:
-        raise ValueError(f"a curve needs as many steps as returns, at least one: {steps!r}, {returns!r}")
+    t, r = _curve(steps, returns)
     area = r[0] * t[0] + np.sum((r[1:] + r[:-1]) / 2 * np.diff(t))
     return float(area / t[-1])
 
 
 def late_score(steps: Sequence[float], returns: Sequence[float], start: float) -> float:
     """The mean return of the evaluations at ``start`` or later; the last evaluation's if none is."""
-    if len(steps) == 0 or len(steps) != len(returns):
+    t, r = _curve(steps, returns)
+    late = r[t >= start]
+    return float(late.mean()) if late.size else float(r[-1])
+
+
+def _curve(steps: Sequence[float], returns: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """A curve's steps and returns as arrays, checked: as many of each, at least one."""
+    t = np.asarray(steps, dtype=float)
+    r = np.asarray(returns, dtype=float)
+    if t.size == 0 or t.shape != r.shape:
         raise ValueError(f"a curve needs as many steps as returns, at least one: {steps!r}, {returns!r}")
-    late = [value for step, value in zip(steps, returns, strict=True) if step >= start]
-    return float(np.mean(late)) if late else float(returns[-1])
+    return t, r
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The Optuna study behind ``ctm-rl tune``: its storage, resuming it, and its best trial.
 
-A study remembers what its trials mean (base config, budget, seeds, objective, search space) and refuses to be
-resumed with anything else, so that its trials stay comparable.  A trial left running by a command that
+A study remembers what its trials mean (base config, budget, seeds, objective, search space) and refuses
+to be resumed with anything else, so that its trials stay comparable.  A trial left running by a command that
 was killed is marked failed and enqueued again with its parameters, so that the next command re-runs it.
 """
 
