@@ -53,7 +53,9 @@ def training_curve(tb_dir: Path, out: Path) -> float:
 
     rows: dict[int, dict[str, float]] = {}
     wall = 0.0
-    for events in sorted({path.parent for path in tb_dir.rglob("events.out.tfevents.*")}):
+    # One file per start or resume, in start order (the name holds its start time), read one at a time: a
+    # resumed run appends a file to the same folder, and the span of a merged folder would count the pause.
+    for events in sorted(tb_dir.rglob("events.out.tfevents.*"), key=lambda path: path.name):
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
         accumulator.Reload()
         times = [event.wall_time for tag in accumulator.Tags()["scalars"] for event in accumulator.Scalars(tag)]
