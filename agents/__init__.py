@@ -9,7 +9,7 @@
 
 from agents.environment import check_spaces, make_env, make_official_vec_env, official_env, probe_spaces
 from agents.loading import LoadedAgent, load_agent
-from agents.models import build_model, load_model
+from agents.models import build_model, init_source, load_model, load_weights
 from agents.options import resolve_options
 from agents.registry import AGENTS, AgentSpec, get_agent
 
@@ -20,8 +20,10 @@ __all__ = [
     "build_model",
     "check_spaces",
     "get_agent",
+    "init_source",
     "load_agent",
     "load_model",
+    "load_weights",
     "make_env",
     "make_official_vec_env",
     "official_env",

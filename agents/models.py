@@ -7,12 +7,14 @@ from typing import Any
 
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.options import resolve_options
 from agents.registry import AgentSpec, get_agent
 from ctm_rl.config import ExperimentConfig
 from ctm_rl.errors import ConfigError, ModelFileError
+from ctm_rl.runs import RunDir
 
 
 def check_device(device: str) -> None:
@@ -65,3 +67,37 @@ def load_model(agent: AgentSpec, path: Path, env: VecEnv | None = None, device: 
         raise ModelFileError(f"{path} holds a {type(model.policy).__name__}, "
                              f"not a policy of agent {agent.name!r}")
     return model
+
+
+def init_source(config: ExperimentConfig) -> Path | None:
+    """The model file ``config.init_from`` names (a run directory's model to play, or a ``.zip``), if any."""
+    if config.init_from is None:
+        return None
+    target = Path(config.init_from.replace("{seed}", str(config.seed)))
+    if target.is_dir():
+        return RunDir.open(target).model_to_play()
+    if target.suffix != ".zip" or not target.is_file():
+        raise ConfigError(f"init_from: {target} is neither a run directory nor a model .zip")
+    return target
+
+
+def load_weights(model: BaseAlgorithm, path: Path) -> None:
+    """Give ``model`` the network weights saved in ``path`` (SB3's zip format); its optimizer stays fresh.
+
+    The networks must be the same: same agent, same sizes, same observation and action spaces.
+    """
+    try:
+        _, params, _ = load_from_zip_file(path, device=model.device, print_system_info=False)
+    except Exception as error:  # noqa: BLE001  (a corrupt or foreign file fails in many ways)
+        raise ModelFileError(f"cannot read {path} as a model: {str(error).strip() or type(error).__name__}"
+                             ) from None
+    if not params or "policy" not in params:
+        raise ModelFileError(f"{path} holds no policy weights")
+    try:
+        model.policy.load_state_dict(params["policy"])
+    except RuntimeError as error:
+        # torch lists every mismatch; its first specific line is enough to see what differs.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise ConfigError(f"init_from: the network in {path} differs from this config's: {detail[:200]}"
+                          ) from None

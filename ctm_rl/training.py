@@ -14,7 +14,7 @@ from pathlib import Path
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
-from agents import build_model, get_agent, load_model, make_env, probe_spaces
+from agents import build_model, get_agent, init_source, load_model, load_weights, make_env, probe_spaces
 from ctm_rl.callbacks import PeriodicCheckpoint, PeriodicEvaluation, ProgressBar, StopOnRequest
 from ctm_rl.config import ExperimentConfig, dump_config, load_config
 from ctm_rl.errors import RunDirError
@@ -56,14 +56,22 @@ def start_training(config: ExperimentConfig, run_dir: Path, overwrite: bool = Fa
     """
     agent = get_agent(config.agent)
     probe_spaces(config.env, agent)
-    env = make_env(config, agent, n_envs=config.env.n_envs, seed=config.seed, training=True)
+    source = init_source(config)
+    # A warm start keeps the observation statistics its weights were trained with.
+    stats = vecnormalize_path(source) if source is not None and config.env.normalized else None
+    env = make_env(config, agent, n_envs=config.env.n_envs, seed=config.seed, training=True,
+                   normalize_stats=stats if stats is not None and stats.is_file() else None)
     run = RunDir(Path(run_dir))
     model, ignored = build_model(config, env, tensorboard_log=str(run.tensorboard))
     if ignored:
         log(f"note: {', '.join(ignored)}: not options of agent {agent.name!r}, ignored")
+    if source is not None:
+        load_weights(model, source)
     run = RunDir.create(run_dir, overwrite=overwrite)  # only now: every input has been checked
     _write_config(run, config)
     log(f"run directory: {run.root}")
+    if source is not None:
+        log(f"starting from the weights of {source}")
     return _learn(model, config, run, progress, log, callback_after_eval)
 
 

@@ -241,6 +241,30 @@ def test_resume_extends_a_finished_run(run_copy, capsys):
     assert CTMPPO.load(RunDir(run_copy).final_model).num_timesteps == 160
 
 
+def test_init_from_starts_a_new_run_from_another_runs_weights(run_dir, tmp_path, capsys):
+    source = Path(shutil.copytree(run_dir, tmp_path / "stage1_seed_3"))
+    # "{seed}" names each seed's own earlier run; a zero learning rate leaves the weights as loaded.
+    code, out, _ = cli(capsys, "train", write_config(tmp_path), "--run-dir", tmp_path / "stage2", "--seed", 3,
+                       "--set", f"init_from={tmp_path / 'stage1_seed_{seed}'}",
+                       "--set", "algo_kwargs.learning_rate=0.0", "--total-timesteps", 32)
+    assert code == 0 and f"starting from the weights of {RunDir(source).final_model}" in out
+    before, after = (CTMPPO.load(RunDir(path).final_model, device="cpu") for path in (source, tmp_path / "stage2"))
+    assert after.num_timesteps == 32  # a new run: steps and schedules start over
+    for name, tensor in before.policy.state_dict().items():
+        assert torch.equal(tensor, after.policy.state_dict()[name]), name
+
+
+def test_init_from_bad_sources_fail_before_creating_the_run(run_dir, tmp_path, capsys):
+    config = write_config(tmp_path)
+    for init_from, fragment in [(tmp_path / "missing", "is neither a run directory nor a model .zip"),
+                                (run_dir / "config.yaml", "is neither a run directory nor a model .zip")]:
+        assert_clean_error(cli(capsys, "train", config, "--run-dir", tmp_path / "run",
+                               "--set", f"init_from={init_from}"), fragment)
+    assert_clean_error(cli(capsys, "train", config, "--run-dir", tmp_path / "run", "--set", f"init_from={run_dir}",
+                           "--set", "policy_kwargs.d_model=16"), "differs from this config's", "size mismatch")
+    assert not (tmp_path / "run").exists()
+
+
 # --- eval, visualize, envs ------------------------------------------------------------------------------
 
 
