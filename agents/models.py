@@ -70,10 +70,11 @@ def load_model(agent: AgentSpec, path: Path, env: VecEnv | None = None, device: 
 
 
 def init_source(config: ExperimentConfig) -> Path | None:
-    """The model file ``config.init_from`` names (a run directory's model to play, or a ``.zip``), if any."""
+    """The model file ``config.init_from`` names (a run directory's model to play, or a ``.zip``), if any;
+    ``{seed}`` and ``{agent}`` in it become the config's seed and agent."""
     if config.init_from is None:
         return None
-    target = Path(config.init_from.replace("{seed}", str(config.seed)))
+    target = Path(config.init_from.replace("{seed}", str(config.seed)).replace("{agent}", config.agent))
     if target.is_dir():
         return RunDir.open(target).model_to_play()
     if target.suffix != ".zip" or not target.is_file():

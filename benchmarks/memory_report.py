@@ -12,6 +12,8 @@ that each finished run's result can be committed as it lands, then reports on ev
 * ``success_L<N>.png``: success curves (IQM over seeds, 95% CI) per length.
 
     python benchmarks/memory_report.py runs/memory/L* --out docs/results/memory
+    python benchmarks/memory_report.py runs/memory_curriculum/L16 --prior-steps 1000000 --label from_L8 \
+        --out docs/results/memory     # warm-started runs (init_from), their earlier stage's steps counted
     python benchmarks/memory_report.py --out docs/results/memory     # from the committed CSVs only
 """
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import re
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,14 +40,25 @@ RUN_PATTERN = re.compile(r"CTM-Memory-L(\d+)-v0/(\w+)/seed_(\d+)$")
 COPY_PATTERN = re.compile(r"^L(\d+)_(\w+)_seed(\d+)\.csv$")
 
 
-def copy_finished_runs(folder: Path, out: Path) -> int:
-    """Copy the evaluations of ``folder``'s finished memory runs to ``out``; how many were copied."""
+def copy_finished_runs(folder: Path, out: Path, prior_steps: int = 0, label: str = "") -> int:
+    """Copy the evaluations of ``folder``'s finished memory runs to ``out``; how many were copied.
+
+    :param prior_steps: env steps each run trained before it started (earlier curriculum stages, see the
+        config key ``init_from``), added to its evaluation steps so that curves and budgets count them.
+    :param label: appended to the agent's name (``ctm_<label>``), to tell such runs from runs from scratch.
+    """
     copied = 0
     for run in sorted(folder.glob("runs/*/*/seed_*")):
         match = RUN_PATTERN.search(run.as_posix())
         if match and (run / "final_model.zip").is_file():
             length, agent, seed = match.groups()
-            shutil.copyfile(run / "evaluations.csv", out / f"L{length}_{agent}_seed{seed}.csv")
+            name = f"{agent}_{label}" if label else agent
+            with (run / "evaluations.csv").open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+            with (out / f"L{length}_{name}_seed{seed}.csv").open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["timesteps"])
+                writer.writeheader()
+                writer.writerows({**row, "timesteps": int(row["timesteps"]) + prior_steps} for row in rows)
             copied += 1
     return copied
 
@@ -178,10 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("folders", nargs="*", type=Path,
                         help="ctm-rl benchmark output folders whose finished runs to copy first")
     parser.add_argument("--out", type=Path, required=True, help="where the CSVs, summary and plots go")
+    parser.add_argument("--prior-steps", type=int, default=0, metavar="N",
+                        help="steps the copied runs trained in earlier curriculum stages (counted in their curves)")
+    parser.add_argument("--label", default="", help="appended to the copied runs' agent names, e.g. from_L8")
     args = parser.parse_args(argv)
+    if args.label and not re.fullmatch(r"\w+", args.label):
+        parser.error("--label takes letters, digits and underscores only")
     args.out.mkdir(parents=True, exist_ok=True)
     for folder in args.folders:
-        print(f"memory_report: {copy_finished_runs(folder, args.out)} finished runs copied from {folder}")
+        copied = copy_finished_runs(folder, args.out, args.prior_steps, args.label)
+        print(f"memory_report: {copied} finished runs copied from {folder}")
     by_length: dict[int, dict[str, Curves]] = {}
     for length, rows in sorted(read_copies(args.out).items()):
         by_length[length] = success_curves(rows)

@@ -103,8 +103,8 @@ class ExperimentConfig:
     seed: int | None = 0
     device: str = "auto"
     # A warm start (e.g. a curriculum stage): a run directory or model .zip of the same agent and network
-    # whose weights the new model starts from; "{seed}" in it becomes the run's seed, so a multi-seed
-    # benchmark starts each seed from its own earlier run.  Optimizer, step count and schedules start fresh.
+    # whose weights the new model starts from; "{seed}" and "{agent}" in it become the run's seed and agent,
+    # so a benchmark starts each run from its own earlier one.  Optimizer, step count and schedules start fresh.
     init_from: str | None = None
     # The search space of `ctm-rl tune` (ctm_rl.tune.space checks it there); training ignores it, so that a
     # config written for tuning, or the best.yaml a study writes, trains as it is.

@@ -242,10 +242,10 @@ def test_resume_extends_a_finished_run(run_copy, capsys):
 
 
 def test_init_from_starts_a_new_run_from_another_runs_weights(run_dir, tmp_path, capsys):
-    source = Path(shutil.copytree(run_dir, tmp_path / "stage1_seed_3"))
-    # "{seed}" names each seed's own earlier run; a zero learning rate leaves the weights as loaded.
+    source = Path(shutil.copytree(run_dir, tmp_path / "ctm" / "seed_3"))
+    # "{agent}/seed_{seed}" names each run's own earlier one; a zero learning rate leaves the weights as loaded.
     code, out, _ = cli(capsys, "train", write_config(tmp_path), "--run-dir", tmp_path / "stage2", "--seed", 3,
-                       "--set", f"init_from={tmp_path / 'stage1_seed_{seed}'}",
+                       "--set", f"init_from={tmp_path / '{agent}' / 'seed_{seed}'}",
                        "--set", "algo_kwargs.learning_rate=0.0", "--total-timesteps", 32)
     assert code == 0 and f"starting from the weights of {RunDir(source).final_model}" in out
     before, after = (CTMPPO.load(RunDir(path).final_model, device="cpu") for path in (source, tmp_path / "stage2"))
