@@ -7,9 +7,11 @@ resumable checkpoint.  A second signal raises ``KeyboardInterrupt`` at once, for
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -33,12 +35,31 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.signum = signum
+        _record_worker_stop(signum, frame)
+
+
+# In a pool worker (see detach_worker), a stop signal is for every run the worker has left: the running
+# one stops with a checkpoint, a run that has not begun training yet stops at once or does not start.
+_in_worker = False
+_worker_stop: int | None = None
+
+
+def _record_worker_stop(signum: int, frame: object) -> None:
+    global _worker_stop
+    if _in_worker:
+        _worker_stop = signum
+
+
+def worker_stop_requested() -> bool:
+    """Whether this pool worker has been told to stop (always False outside a worker)."""
+    return _worker_stop is not None
 
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[StopRequest]:
     """Turn SIGINT/SIGTERM into a :class:`StopRequest` while the block runs (main thread only)."""
     request = StopRequest()
+    request.signum = _worker_stop
     if threading.current_thread() is not threading.main_thread():
         yield request  # signal handlers can only be installed from the main thread
         return
@@ -65,3 +86,45 @@ def sigint_ignored(active: bool = True) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def detach_worker() -> None:
+    """Put this worker process in a session of its own (a pool's initializer calls it).
+
+    Ctrl-C then reaches only the parent, which passes each worker exactly one stop signal
+    (:func:`stop_workers_on_signals`): a second one would make the worker quit without its checkpoint.
+    """
+    global _in_worker
+    _in_worker = True
+    if hasattr(os, "setsid"):
+        with contextlib.suppress(OSError):  # already a session leader
+            os.setsid()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _record_worker_stop)
+
+
+@contextlib.contextmanager
+def stop_workers_on_signals(cancel_queued: Callable[[], None]) -> Iterator[StopRequest]:
+    """While a pool of :func:`detach_worker` processes trains: SIGINT/SIGTERM to this process cancels the
+    queued work (``cancel_queued``) and sends every worker a SIGTERM, so that each running run stops at its
+    next step with a resumable checkpoint.  A parent that died of the signal would leave its workers
+    training, and starting the queued runs, on their own.  The block's :class:`StopRequest` says whether
+    it happened."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        request.signum = request.signum or signum
+        cancel_queued()
+        for worker in multiprocessing.active_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGTERM)
+
+    previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
+    try:
+        yield request
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ import pytest
 from ctm_rl.bench.report import align_curves
 from ctm_rl.bench.stats import bootstrap_ci, curve_ci, first_step_reaching, iqm
 from ctm_rl.cli import main
+from ctm_rl.runs import RunDir
 
 # Two agents, two seeds, 192 steps, an evaluation every 64: each run takes seconds.
 TINY_OPTIONS = [
@@ -149,6 +154,34 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path, capsys: 
     assert timing["resumed_at"] == 64 and timing["timesteps"] == 128
     with (run / "evaluations.csv").open(newline="") as handle:
         assert [int(row["timesteps"]) for row in csv.DictReader(handle)] == [64, 128, 192]  # none twice
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_to_the_benchmark_stops_its_workers_with_checkpoints(tmp_path: Path, signum: int) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ctm_rl.cli", "benchmark", "--agents", "mlp", "--envs", ENV, "--seeds", "2",
+               "--total-timesteps", str(10**7), "--workers", "1", "--out", str(out), *TINY_OPTIONS,
+               "--set", "eval.freq=0", "--set", "checkpoint_freq=32"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    first, second = (RunDir(out / "runs" / "CTM-CartPoleNoVel-v1" / "mlp" / f"seed_{seed}") for seed in (0, 1))
+    try:
+        deadline = time.monotonic() + 120
+        while first.latest_checkpoint() is None:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.2)
+        process.send_signal(signum)  # to the benchmark process only, as `kill` or a job scheduler does
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130 and "Traceback" not in err and "interrupted" in err
+    log = (out / "logs" / "CTM-CartPoleNoVel-v1_mlp_seed_0.log").read_text()
+    steps, _ = first.latest_checkpoint()
+    assert f"stopped at step {steps}" in log  # the worker saved where it stopped ...
+    time.sleep(2)
+    assert first.latest_checkpoint()[0] == steps  # ... and trains no more,
+    assert not second.root.exists()  # nor starts the queued run
 
 
 def test_summary_reports_parameter_counts(finished: Path) -> None:

@@ -26,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -39,6 +40,7 @@ from agents.sizing import count_parameters, matching_width
 from ctm_rl.config import ExperimentConfig, apply_overrides, build_dataclass, dump_config, read_config_file
 from ctm_rl.errors import UserError
 from ctm_rl.runs import RunDir, atomic_save
+from ctm_rl.signals import detach_worker, stop_workers_on_signals, worker_stop_requested
 
 TIMING_NAME = "benchmark.json"
 
@@ -204,6 +206,7 @@ def check_run_dir_config(task: RunTask) -> None:
 def warm_up_worker() -> None:
     """Import the training stack and set one torch thread once per worker, before its first run, so that
     the import time is not counted in the first run's wall-clock."""
+    detach_worker()  # first: a stop signal during the imports is kept for the run, not fatal
     import torch
 
     import ctm_rl.training  # noqa: F401
@@ -230,6 +233,8 @@ def train_one(task: RunTask) -> RunResult:
     from ctm_rl.training import resume_training, start_training
 
     torch.set_num_threads(1)
+    if worker_stop_requested():  # the benchmark is stopping: a run it had queued here must not start
+        return RunResult(task, "stopped")
     task.log_path.parent.mkdir(parents=True, exist_ok=True)
     resume_at = _resume_point(task)
     # Appended to on resume, so that the log keeps the whole run's story.
@@ -306,15 +311,27 @@ def _run_locally(pending: Sequence[RunTask], workers: int, log: Callable[[str], 
     with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=context,
                              initializer=warm_up_worker) as pool:
         futures = [pool.submit(train_one, task) for task in pending]
-        try:
-            for done, future in enumerate(as_completed(futures), start=1):
-                results.append(future.result())
-                _report_done(done, len(pending), results[-1], log)
-        except BaseException:
-            # Ctrl-C (or a broken worker): queued runs must not start while the pool shuts down.
+
+        def cancel_queued() -> None:
             for future in futures:
                 future.cancel()
-            raise
+
+        with stop_workers_on_signals(cancel_queued) as stop:
+            try:
+                for done, future in enumerate(as_completed(futures), start=1):
+                    if future.cancelled():
+                        continue
+                    results.append(future.result())
+                    _report_done(done, len(pending), results[-1], log)
+            except BrokenProcessPool:
+                cancel_queued()
+                if not stop.requested:  # (a worker the signal reached while it started is no error)
+                    raise
+            except BaseException:
+                cancel_queued()  # a broken worker: queued runs must not start while the pool shuts down
+                raise
+    if stop.requested:  # the stopped runs have saved checkpoints: the next call resumes them
+        raise KeyboardInterrupt
     return results
 
 

@@ -37,6 +37,7 @@ from ctm_rl.tune.objective import (
     ran_to_budget,
     score_trial,
 )
+from ctm_rl.signals import stop_workers_on_signals
 from ctm_rl.tune.space import SearchSpace, Value
 from ctm_rl.tune.study import requeue
 
@@ -179,7 +180,10 @@ def open_executor(workers: int, ray_address: str | None, storage_url: str, study
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=warm_up_worker) as pool:
-            yield LocalProcesses(storage_url, study_name, objective, pool)
+            # No work waits in the pool (run_trials submits one trial per free worker): a signal only has to
+            # stop the running trials, which then end as "stopped" like an in-process one.
+            with stop_workers_on_signals(cancel_queued=lambda: None):
+                yield LocalProcesses(storage_url, study_name, objective, pool)
 
 
 # --- the loop --------------------------------------------------------------------------------------------
