@@ -56,19 +56,27 @@ def worker_stop_requested() -> bool:
 
 
 @contextlib.contextmanager
+def _stop_signals_handled_by(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """``handler`` receives SIGINT/SIGTERM while the block runs; the previous handlers come back after.
+    Off the main thread nothing is installed: signal handlers can only be installed from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, restored in previous.items():
+            signal.signal(signum, restored)
+
+
+@contextlib.contextmanager
 def stop_on_signals() -> Iterator[StopRequest]:
     """Turn SIGINT/SIGTERM into a :class:`StopRequest` while the block runs (main thread only)."""
     request = StopRequest()
     request.signum = _worker_stop
-    if threading.current_thread() is not threading.main_thread():
-        yield request  # signal handlers can only be installed from the main thread
-        return
-    previous = {signum: signal.signal(signum, request._handle) for signum in STOP_SIGNALS}
-    try:
+    with _stop_signals_handled_by(request._handle):
         yield request
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -111,9 +119,6 @@ def stop_workers_on_signals(cancel_queued: Callable[[], None]) -> Iterator[StopR
     training, and starting the queued runs, on their own.  The block's :class:`StopRequest` says whether
     it happened."""
     request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
 
     def handle(signum: int, frame: object) -> None:
         request.signum = request.signum or signum
@@ -122,9 +127,5 @@ def stop_workers_on_signals(cancel_queued: Callable[[], None]) -> Iterator[StopR
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signal.SIGTERM)
 
-    previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
-    try:
+    with _stop_signals_handled_by(handle):
         yield request
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

@@ -57,8 +57,9 @@ def start_training(config: ExperimentConfig, run_dir: Path, overwrite: bool = Fa
     agent = get_agent(config.agent)
     probe_spaces(config.env, agent)
     source = init_source(config)
-    # A warm start keeps the observation statistics its weights were trained with.
-    stats = vecnormalize_path(source) if source is not None and config.env.normalized else None
+    # A warm start keeps the normalisation statistics its weights were trained with, where it has them
+    # (make_env uses them only if this config normalises).
+    stats = vecnormalize_path(source) if source is not None else None
     env = make_env(config, agent, n_envs=config.env.n_envs, seed=config.seed, training=True,
                    normalize_stats=stats if stats is not None and stats.is_file() else None)
     run = RunDir(Path(run_dir))

@@ -28,6 +28,7 @@ from ctm_rl.bench.harness import (
     unpack_run,
     warm_up_worker,
 )
+from ctm_rl.signals import stop_workers_on_signals
 from ctm_rl.tune.objective import (
     Objective,
     Reporter,
@@ -37,7 +38,6 @@ from ctm_rl.tune.objective import (
     ran_to_budget,
     score_trial,
 )
-from ctm_rl.signals import stop_workers_on_signals
 from ctm_rl.tune.space import SearchSpace, Value
 from ctm_rl.tune.study import requeue
 
@@ -178,12 +178,11 @@ def open_executor(workers: int, ray_address: str | None, storage_url: str, study
     elif workers == 1:
         yield InProcess(storage_url, study_name, objective)
     else:
+        # No work waits in the pool (run_trials submits one trial per free worker): a signal only has to stop
+        # the running trials, which then end as "stopped" like an in-process one.
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=warm_up_worker) as pool:
-            # No work waits in the pool (run_trials submits one trial per free worker): a signal only has to
-            # stop the running trials, which then end as "stopped" like an in-process one.
-            with stop_workers_on_signals(cancel_queued=lambda: None):
-                yield LocalProcesses(storage_url, study_name, objective, pool)
+                                 initializer=warm_up_worker) as pool, stop_workers_on_signals(lambda: None):
+            yield LocalProcesses(storage_url, study_name, objective, pool)
 
 
 # --- the loop --------------------------------------------------------------------------------------------
