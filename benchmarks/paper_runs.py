@@ -16,6 +16,7 @@ The CTM runs use the config files unchanged.  The LSTM runs are the same file wi
     python benchmarks/paper_runs.py --out runs/paper --results docs/results/paper
     python benchmarks/paper_runs.py --only cartpole:ctm:0 --only acrobot:lstm:1   # some runs only
     python benchmarks/paper_runs.py --copy-only      # results so far of every run, e.g. before a session ends
+    python benchmarks/paper_runs.py --only fourrooms:ctm:0 --stop-after 3600   # Four Rooms: an hour of it
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import argparse
 import csv
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = ("acrobot", "cartpole")
+TASKS = ("acrobot", "cartpole", "fourrooms")
+FULL_BUDGET_TASKS = ("acrobot", "cartpole")  # the default queue; Four Rooms' 300M steps only fit partially
 AGENTS = ("ctm", "lstm")
 TRAINING_TAGS = {"rollout/ep_len_mean": "ep_len_mean", "rollout/ep_rew_mean": "ep_rew_mean"}
 
@@ -80,7 +83,26 @@ def copy_results(run_dir: Path, results: Path, stem: str) -> None:
     (results / f"{stem}_wall.json").write_text(json.dumps({"wall_s": round(wall)}) + "\n", encoding="utf-8")
 
 
-def run_one(task: str, agent: str, seed: int, out: Path, results: Path, train: bool = True) -> int:
+def train_run(command: list[str], stop_after: float | None) -> int:
+    """Run ``command``; after ``stop_after`` seconds stop it with SIGTERM, on which ``ctm-rl train`` saves a
+    resumable checkpoint and exits.  The exit status, 0 for a run stopped on time."""
+    process = subprocess.Popen(command, cwd=REPO)
+    try:
+        return process.wait(timeout=stop_after)
+    except subprocess.TimeoutExpired:
+        print(f"paper_runs: --stop-after {stop_after:g} s reached, stopping the run", flush=True)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait()
+        # 143: stopped by our SIGTERM after saving its checkpoint; -15: killed by it before training began
+        return 0 if code in (0, 128 + signal.SIGTERM, -signal.SIGTERM) else code
+    except BaseException:  # interrupted ourselves: let the run save its checkpoint too
+        process.send_signal(signal.SIGTERM)
+        process.wait()
+        raise
+
+
+def run_one(task: str, agent: str, seed: int, out: Path, results: Path, train: bool = True,
+            stop_after: float | None = None) -> int:
     run_dir = out / task / agent / f"seed_{seed}"
     stem = f"{task}_{agent}_seed{seed}"
     if not train:  # --copy-only: what the run has so far, finished or not
@@ -102,9 +124,12 @@ def run_one(task: str, agent: str, seed: int, out: Path, results: Path, train: b
                       flush=True)
                 command += ["--set", "agent=lstm", "--set", f"policy_kwargs.lstm_hidden_size={width}"]
         print("paper_runs: " + " ".join(command), flush=True)
-        code = subprocess.call(command, cwd=REPO)
+        code = train_run(command, stop_after)
         if code != 0 or not (run_dir / "final_model.zip").is_file():
             print(f"paper_runs: {run_dir} stopped (exit {code})", flush=True)
+            if code == 0 and (run_dir / "evaluations.csv").is_file():  # cut short by --stop-after, as asked
+                copy_results(run_dir, results, stem)
+                return 0
             return code or 1
     copy_results(run_dir, results, stem)
     return 0
@@ -121,8 +146,13 @@ def main() -> int:
     parser.add_argument("--copy-only", action="store_true",
                         help="train nothing: copy every queued run's results so far, finished or not (for a run "
                              "cut short; paper_report.py labels it with the step it reached)")
+    parser.add_argument("--stop-after", type=float, metavar="SECONDS",
+                        help="stop each run after this many seconds of training in this call (resumable, and "
+                             "its results so far copied): for Four Rooms, whose 300M steps only fit partially")
     args = parser.parse_args()
-    queue = [(task, agent, seed) for seed in range(args.seeds) for task in TASKS for agent in AGENTS]
+    if args.stop_after is not None and args.stop_after <= 0:
+        parser.error("--stop-after must be positive")
+    queue = [(task, agent, seed) for seed in range(args.seeds) for task in FULL_BUDGET_TASKS for agent in AGENTS]
     if args.only:
         try:
             queue = [(task, agent, int(seed)) for task, agent, seed in (item.split(":") for item in args.only)]
@@ -133,7 +163,8 @@ def main() -> int:
             parser.error(f"unknown task or agent in --only: {unknown[0]}")
     failures = 0
     for task, agent, seed in queue:
-        failures += run_one(task, agent, seed, args.out, args.results, train=not args.copy_only) != 0
+        failures += run_one(task, agent, seed, args.out, args.results, train=not args.copy_only,
+                            stop_after=args.stop_after) != 0
     return 1 if failures else 0
 
 

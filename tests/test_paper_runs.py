@@ -1,0 +1,40 @@
+"""benchmarks/paper_runs.py's --stop-after: a run that outlives it is stopped with SIGTERM and counts as done."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_runs.py"
+
+
+@pytest.fixture(scope="module")
+def paper_runs():
+    spec = importlib.util.spec_from_file_location("paper_runs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Stands in for `ctm-rl train`: saves nothing, but exits 143 on SIGTERM as it does after its checkpoint.
+TRAINER = ("import signal, sys, time\n"
+           "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
+           "print('training', flush=True)\n"
+           "time.sleep(30)\n")
+
+
+def test_stop_after_stops_a_long_run_and_counts_it_as_done(paper_runs):
+    assert paper_runs.train_run([sys.executable, "-c", TRAINER], stop_after=1.0) == 0
+
+
+def test_a_run_that_ends_by_itself_keeps_its_exit_status(paper_runs):
+    assert paper_runs.train_run([sys.executable, "-c", "raise SystemExit(3)"], stop_after=30.0) == 3
+    assert paper_runs.train_run([sys.executable, "-c", "pass"], stop_after=None) == 0
+
+
+def test_a_run_that_fails_on_sigterm_is_a_failure(paper_runs):
+    ignores = "import time, signal\nsignal.signal(signal.SIGTERM, lambda *_: exit(2))\ntime.sleep(30)\n"
+    assert paper_runs.train_run([sys.executable, "-c", ignores], stop_after=1.0) == 2
