@@ -30,6 +30,7 @@ import numpy as np
 
 from ctm_rl.bench.report import Curves, align_curves
 from ctm_rl.bench.stats import bootstrap_ci, curve_ci, iqm
+from ctm_rl.runs import atomic_save
 
 # The targets: success within a budget, on >= 4 of 5 seeds.
 TARGETS = {4: (0.95, 250_000), 8: (0.90, 1_000_000), 16: (0.80, 2_000_000)}
@@ -55,10 +56,15 @@ def copy_finished_runs(folder: Path, out: Path, prior_steps: int = 0, label: str
             name = f"{agent}_{label}" if label else agent
             with (run / "evaluations.csv").open(newline="", encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
-            with (out / f"L{length}_{name}_seed{seed}.csv").open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["timesteps"])
-                writer.writeheader()
-                writer.writerows({**row, "timesteps": int(row["timesteps"]) + prior_steps} for row in rows)
+
+            def write(temporary: str, rows: list[dict[str, str]] = rows) -> None:
+                with open(temporary, "w", newline="", encoding="utf-8") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["timesteps"])
+                    writer.writeheader()
+                    writer.writerows({**row, "timesteps": int(row["timesteps"]) + prior_steps} for row in rows)
+
+            # atomically: a committed result file is never left half-written by an interrupted report
+            atomic_save(out / f"L{length}_{name}_seed{seed}.csv", write)
             copied += 1
     return copied
 

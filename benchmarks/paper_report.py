@@ -139,14 +139,16 @@ def summary(runs: Sequence[Run]) -> str:
             budget = paper_budget(task)
             reached = ", ".join(f"{run.seed} ({run.steps:,}" + (f" of {budget:,}: unfinished" if run.steps < budget * 0.99
                                                                 else "") + ")" for run in ours)
-            final_eval = bootstrap_ci([run.eval_returns[-1] for run in ours]).format(1)
+            # returns within (-10, 10) (Four Rooms' discounted goal reward) need two decimals to show at all
+            digits = 1 if max(np.abs(run.eval_returns).max() for run in ours) >= 10 else 2
+            final_eval = bootstrap_ci([run.eval_returns[-1] for run in ours]).format(digits)
             lengths = [run.train_lengths[-1] for run in ours if run.train_lengths.size]
             final_length = bootstrap_ci(lengths).format(1) if lengths else "-"
             best = np.mean([run.eval_returns.max() for run in ours])
             walls = [run.wall_s for run in ours if run.wall_s]
             wall = f"{np.mean(walls) / 3600:.2f}" if walls else "-"
             speed = (f"{np.mean([run.steps / run.wall_s for run in ours if run.wall_s]):.0f}" if walls else "-")
-            lines.append(f"| {task} | {agent} | {reached} | {final_eval} | {final_length} | {best:.1f} | {wall} | "
+            lines.append(f"| {task} | {agent} | {reached} | {final_eval} | {final_length} | {best:.{digits}f} | {wall} | "
                          f"{speed} |")
     return "\n".join(lines) + "\n"
 
