@@ -41,6 +41,20 @@ RUN_PATTERN = re.compile(r"CTM-Memory-L(\d+)-v0/(\w+)/seed_(\d+)$")
 COPY_PATTERN = re.compile(r"^L(\d+)_(\w+)_seed(\d+)\.csv$")
 
 
+def write_shifted(path: Path, rows: list[dict[str, str]], prior_steps: int) -> None:
+    """Write evaluation ``rows`` to ``path`` with ``prior_steps`` added to each step count.
+
+    Atomically: a committed result file is never left half-written by an interrupted report.
+    """
+    def save(temporary: str) -> None:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["timesteps"])
+            writer.writeheader()
+            writer.writerows({**row, "timesteps": int(row["timesteps"]) + prior_steps} for row in rows)
+
+    atomic_save(path, save)
+
+
 def copy_finished_runs(folder: Path, out: Path, prior_steps: int = 0, label: str = "") -> int:
     """Copy the evaluations of ``folder``'s finished memory runs to ``out``; how many were copied.
 
@@ -56,15 +70,7 @@ def copy_finished_runs(folder: Path, out: Path, prior_steps: int = 0, label: str
             name = f"{agent}_{label}" if label else agent
             with (run / "evaluations.csv").open(newline="", encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
-
-            def write(temporary: str, rows: list[dict[str, str]] = rows) -> None:
-                with open(temporary, "w", newline="", encoding="utf-8") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["timesteps"])
-                    writer.writeheader()
-                    writer.writerows({**row, "timesteps": int(row["timesteps"]) + prior_steps} for row in rows)
-
-            # atomically: a committed result file is never left half-written by an interrupted report
-            atomic_save(out / f"L{length}_{name}_seed{seed}.csv", write)
+            write_shifted(out / f"L{length}_{name}_seed{seed}.csv", rows, prior_steps)
             copied += 1
     return copied
 
