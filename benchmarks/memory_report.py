@@ -8,12 +8,15 @@ that each finished run's result can be committed as it lands, then reports on ev
 * ``summary.md``: per length and agent, the final success rate's IQM over seeds with its 95% bootstrap
   interval, each seed's final and best success, how many seeds reached the length's target within the
   budget, and the longest corridor on which each agent's IQM final success is >= 80%;
-* ``horizon.png``: the memory-horizon plot, final success (IQM, 95% CI) against corridor length;
+* ``horizon.png``: the memory-horizon plot, final success (IQM, 95% CI) against corridor length, one line
+  per agent from scratch and one per agent's curriculum (warm-started stages, ``--label from_L<N>``);
 * ``success_L<N>.png``: success curves (IQM over seeds, 95% CI) per length.
 
     python benchmarks/memory_report.py runs/memory/L* --out docs/results/memory
     python benchmarks/memory_report.py runs/memory_curriculum/L16 --prior-steps 1000000 --label from_L8 \
         --out docs/results/memory     # warm-started runs (init_from), their earlier stage's steps counted
+    python benchmarks/memory_report.py runs/memory_curriculum/L32 --prior-steps 2000000 --label from_L16 \
+        --out docs/results/memory     # the next stage, from those L16 runs
     python benchmarks/memory_report.py --out docs/results/memory     # from the committed CSVs only
 """
 
@@ -25,12 +28,15 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from ctm_rl.bench.report import Curves, align_curves
 from ctm_rl.bench.stats import bootstrap_ci, curve_ci, iqm
 from ctm_rl.runs import atomic_save
+
+T = TypeVar("T")
 
 # The issue's targets: success within a budget, on >= 4 of 5 seeds.
 TARGETS = {4: (0.95, 250_000), 8: (0.90, 1_000_000), 16: (0.80, 2_000_000)}
@@ -39,6 +45,7 @@ HORIZON_LEVEL = 0.8  # "the longest corridor on which an agent stays >= 80%"
 
 RUN_PATTERN = re.compile(r"CTM-Memory-L(\d+)-v0/(\w+)/seed_(\d+)$")
 COPY_PATTERN = re.compile(r"^L(\d+)_(\w+)_seed(\d+)\.csv$")
+WARM_STARTED = re.compile(r"^(\w+?)_from_L\d+$")  # the --label of curriculum stages: ctm_from_L8, ...
 
 
 def write_shifted(path: Path, rows: list[dict[str, str]], prior_steps: int) -> None:
@@ -116,6 +123,22 @@ def longest_at_level(finals: Mapping[int, float], level: float = HORIZON_LEVEL) 
     return longest
 
 
+def with_curricula(by_agent: Mapping[str, Mapping[int, T]]) -> dict[str, dict[int, T]]:
+    """``by_agent`` (agent -> length -> result) plus one ``<agent> curriculum`` entry per agent with
+    warm-started stages (``<agent>_from_L<N>``, see ``--label``): the agent's from-scratch results, each
+    length that a stage trained on taking that stage's result instead.
+
+    The curriculum starts from the from-scratch runs of the shorter corridors (the L8 runs that the L16
+    stage starts from), so for the horizon it is one line: L4 and L8 from scratch, L16 from L8, L32 from L16.
+    """
+    lines = {agent: dict(results) for agent, results in by_agent.items()}
+    for name, results in by_agent.items():
+        if (match := WARM_STARTED.match(name)) and match.group(1) in by_agent:
+            curriculum = lines.setdefault(f"{match.group(1)} curriculum", dict(by_agent[match.group(1)]))
+            curriculum.update(results)
+    return lines
+
+
 def plot_success(length: int, curves: Mapping[str, Curves], path: Path) -> None:
     import matplotlib
 
@@ -149,12 +172,18 @@ def plot_horizon(finals: Mapping[str, dict[int, np.ndarray]], path: Path) -> Non
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    colors = {}
     for agent, by_length in finals.items():
         lengths = sorted(by_length)
         estimates = [bootstrap_ci(100 * by_length[n], "iqm") for n in lengths]
         values = np.array([e.value for e in estimates])
         errors = np.array([[e.value - e.low for e in estimates], [e.high - e.value for e in estimates]])
-        axes.errorbar(lengths, values, yerr=errors, marker="o", capsize=4, label=agent)
+        # An agent's curriculum line: its colour, dashed, nudged right so that where it shares the
+        # from-scratch results (the short corridors) both lines stay visible.
+        base, curriculum = agent.removesuffix(" curriculum"), agent.endswith(" curriculum")
+        drawn = axes.errorbar(np.array(lengths) * (1.04 if curriculum else 1.0), values, yerr=errors, marker="o",
+                              capsize=4, label=agent, color=colors.get(base), linestyle="--" if curriculum else "-")
+        colors.setdefault(base, drawn.lines[0].get_color())
     axes.axhline(50, color="grey", linestyle=":", linewidth=1, label="chance (either arm)")
     axes.axhline(100 * HORIZON_LEVEL, color="black", linestyle="--", linewidth=1, label="80%")
     axes.set_xscale("log", base=2)
@@ -193,7 +222,8 @@ def summary(by_length: Mapping[int, dict[str, Curves]]) -> str:
             iqm_finals.setdefault(agent, {})[length] = final.value / 100
     lines += ["", "Longest corridor with IQM final success >= 80%: "
               + "; ".join(f"{agent}: {f'L{n}' if (n := longest_at_level(by)) else 'none'}"
-                          for agent, by in iqm_finals.items()) + "."]
+                          for agent, by in with_curricula(iqm_finals).items() if not WARM_STARTED.match(agent))
+              + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for length, curves in by_length.items():
         for agent, curve in curves.items():
             finals.setdefault(agent, {})[length] = curve.final
-    plot_horizon(finals, args.out / "horizon.png")
+    plot_horizon({agent: by_length for agent, by_length in with_curricula(finals).items()
+                  if not WARM_STARTED.match(agent)}, args.out / "horizon.png")
     (args.out / "summary.md").write_text(summary(by_length), encoding="utf-8")
     print(args.out / "summary.md")
     return 0

@@ -1,0 +1,33 @@
+"""benchmarks/memory_report.py: the curriculum line of the memory-horizon plot and its longest corridor."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "memory_report.py"
+
+
+@pytest.fixture(scope="module")
+def memory_report():
+    spec = importlib.util.spec_from_file_location("memory_report", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_curriculum_joins_the_from_scratch_lengths_and_the_warm_started_stages(memory_report):
+    finals = {"ctm": {4: 0.8, 8: 1.0, 16: 0.5}, "ctm_from_L8": {16: 1.0}, "ctm_from_L16": {32: 0.9},
+              "lstm": {4: 0.5, 8: 0.5}, "lstm_from_L8": {16: 0.5}}
+    lines = memory_report.with_curricula(finals)
+    assert lines["ctm curriculum"] == {4: 0.8, 8: 1.0, 16: 1.0, 32: 0.9}
+    assert lines["lstm curriculum"] == {4: 0.5, 8: 0.5, 16: 0.5}
+    assert lines["ctm"] == finals["ctm"]  # the from-scratch line is left as it was
+    assert memory_report.longest_at_level(lines["ctm"]) == 8
+    assert memory_report.longest_at_level(lines["ctm curriculum"]) == 32
+
+
+def test_no_curriculum_without_the_from_scratch_agent(memory_report):
+    assert set(memory_report.with_curricula({"ctm_from_L8": {16: 1.0}})) == {"ctm_from_L8"}
