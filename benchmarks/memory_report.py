@@ -124,18 +124,20 @@ def longest_at_level(finals: Mapping[int, float], level: float = HORIZON_LEVEL) 
 
 
 def with_curricula(by_agent: Mapping[str, Mapping[int, T]]) -> dict[str, dict[int, T]]:
-    """``by_agent`` (agent -> length -> result) plus one ``<agent> curriculum`` entry per agent with
-    warm-started stages (``<agent>_from_L<N>``, see ``--label``): the agent's from-scratch results, each
+    """``by_agent`` (agent -> length -> result) with each agent's warm-started stages (``<agent>_from_L<N>``,
+    see ``--label``) joined into one ``<agent> curriculum`` entry: the agent's from-scratch results, each
     length that a stage trained on taking that stage's result instead.
 
     The curriculum starts from the from-scratch runs of the shorter corridors (the L8 runs that the L16
     stage starts from), so for the horizon it is one line: L4 and L8 from scratch, L16 from L8, L32 from L16.
+    A stage whose agent has no from-scratch results is kept as it is.
     """
-    lines = {agent: dict(results) for agent, results in by_agent.items()}
+    lines = {}
     for name, results in by_agent.items():
         if (match := WARM_STARTED.match(name)) and match.group(1) in by_agent:
-            curriculum = lines.setdefault(f"{match.group(1)} curriculum", dict(by_agent[match.group(1)]))
-            curriculum.update(results)
+            lines.setdefault(f"{match.group(1)} curriculum", dict(by_agent[match.group(1)])).update(results)
+        else:
+            lines.setdefault(name, {}).update(results)
     return lines
 
 
@@ -222,8 +224,7 @@ def summary(by_length: Mapping[int, dict[str, Curves]]) -> str:
             iqm_finals.setdefault(agent, {})[length] = final.value / 100
     lines += ["", "Longest corridor with IQM final success >= 80%: "
               + "; ".join(f"{agent}: {f'L{n}' if (n := longest_at_level(by)) else 'none'}"
-                          for agent, by in with_curricula(iqm_finals).items() if not WARM_STARTED.match(agent))
-              + "."]
+                          for agent, by in with_curricula(iqm_finals).items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -253,8 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for length, curves in by_length.items():
         for agent, curve in curves.items():
             finals.setdefault(agent, {})[length] = curve.final
-    plot_horizon({agent: by_length for agent, by_length in with_curricula(finals).items()
-                  if not WARM_STARTED.match(agent)}, args.out / "horizon.png")
+    plot_horizon(with_curricula(finals), args.out / "horizon.png")
     (args.out / "summary.md").write_text(summary(by_length), encoding="utf-8")
     print(args.out / "summary.md")
     return 0
