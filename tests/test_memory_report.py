@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "memory_report.py"
 
 
 @pytest.fixture(scope="module")
-def memory_report():
-    spec = importlib.util.spec_from_file_location("memory_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def memory_report(load_benchmark):
+    return load_benchmark("memory_report")
 
 
 def test_curriculum_joins_the_from_scratch_lengths_and_the_warm_started_stages(memory_report):

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_runs.py"
-
 
 @pytest.fixture(scope="module")
-def paper_runs():
-    spec = importlib.util.spec_from_file_location("paper_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def paper_runs(load_benchmark):
+    return load_benchmark("paper_runs")
 
 
 # Stands in for `ctm-rl train`: saves nothing, but exits 143 on SIGTERM as it does after its checkpoint.
