@@ -163,7 +163,7 @@ def plot_success(length: int, curves: Mapping[str, Curves], path: Path) -> None:
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    atomic_save(path, lambda temporary: figure.savefig(temporary, dpi=100))
     plt.close(figure)
 
 
@@ -196,7 +196,7 @@ def plot_horizon(finals: Mapping[str, dict[int, np.ndarray]], path: Path) -> Non
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    atomic_save(path, lambda temporary: figure.savefig(temporary, dpi=100))
     plt.close(figure)
 
 
@@ -255,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for agent, curve in curves.items():
             finals.setdefault(agent, {})[length] = curve.final
     plot_horizon(with_curricula(finals), args.out / "horizon.png")
-    (args.out / "summary.md").write_text(summary(by_length), encoding="utf-8")
+    text = summary(by_length)
+    atomic_save(args.out / "summary.md", lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
     print(args.out / "summary.md")
     return 0
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ctm_rl.bench.stats import bootstrap_ci, curve_ci
+from ctm_rl.runs import atomic_save
 
 REPO = Path(__file__).resolve().parent.parent
 FILE_PATTERN = re.compile(r"^(\w+?)_(ctm|lstm)_seed(\d+)_evaluations\.csv$")
@@ -120,7 +121,7 @@ def plot_task(task: str, runs: Sequence[Run], path: Path) -> None:
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    atomic_save(path, lambda temporary: figure.savefig(temporary, dpi=100))
     plt.close(figure)
 
 
@@ -165,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for task in dict.fromkeys(run.task for run in runs):
         plot_task(task, [run for run in runs if run.task == task], args.out / f"curves_{task}.png")
-    (args.out / "summary.md").write_text(summary(runs), encoding="utf-8")
+    text = summary(runs)
+    atomic_save(args.out / "summary.md", lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
     print(args.out / "summary.md")
     return 0
 

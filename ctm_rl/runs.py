@@ -43,6 +43,8 @@ def atomic_save(path: Path, save: Callable[[str], Any]) -> None:
     """Call ``save(temporary_path)``, then move the result to ``path`` in one step.
 
     The temporary file keeps ``path``'s suffix, so savers that append a missing ``.zip`` (SB3) leave it be.
+    The result gets the permissions a plainly written new file would have (``mkstemp`` makes its files
+    private to the owner, which would hide results from the rest of a shared group).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
@@ -50,10 +52,18 @@ def atomic_save(path: Path, save: Callable[[str], Any]) -> None:
     os.close(handle)
     try:
         save(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def vecnormalize_path(model_path: Path) -> Path:

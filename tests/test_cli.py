@@ -471,3 +471,10 @@ def test_atomic_save_keeps_the_previous_file_when_saving_fails(tmp_path):
     assert path.read_bytes() == b"previous" and os.listdir(tmp_path) == ["model.zip"]
     atomic_save(path, lambda temporary: Path(temporary).write_bytes(b"new"))
     assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["model.zip"]
+
+
+def test_atomic_save_gives_the_permissions_of_a_plainly_written_file(tmp_path):
+    plain = tmp_path / "plain.csv"
+    plain.write_text("x")
+    atomic_save(tmp_path / "atomic.csv", lambda temporary: Path(temporary).write_text("x"))
+    assert (tmp_path / "atomic.csv").stat().st_mode == plain.stat().st_mode
