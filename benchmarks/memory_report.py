@@ -34,7 +34,7 @@ import numpy as np
 
 from ctm_rl.bench.report import Curves, align_curves
 from ctm_rl.bench.stats import bootstrap_ci, curve_ci, iqm
-from ctm_rl.runs import atomic_save
+from ctm_rl.runs import atomic_save, atomic_write_text
 
 T = TypeVar("T")
 
@@ -255,8 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for agent, curve in curves.items():
             finals.setdefault(agent, {})[length] = curve.final
     plot_horizon(with_curricula(finals), args.out / "horizon.png")
-    text = summary(by_length)
-    atomic_save(args.out / "summary.md", lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+    atomic_write_text(args.out / "summary.md", summary(by_length))
     print(args.out / "summary.md")
     return 0
 

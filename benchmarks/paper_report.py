@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ctm_rl.bench.stats import bootstrap_ci, curve_ci
-from ctm_rl.runs import atomic_save
+from ctm_rl.runs import atomic_save, atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 FILE_PATTERN = re.compile(r"^(\w+?)_(ctm|lstm)_seed(\d+)_evaluations\.csv$")
@@ -166,8 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for task in dict.fromkeys(run.task for run in runs):
         plot_task(task, [run for run in runs if run.task == task], args.out / f"curves_{task}.png")
-    text = summary(runs)
-    atomic_save(args.out / "summary.md", lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+    atomic_write_text(args.out / "summary.md", summary(runs))
     print(args.out / "summary.md")
     return 0
 

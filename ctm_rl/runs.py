@@ -59,6 +59,11 @@ def atomic_save(path: Path, save: Callable[[str], Any]) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_save`)."""
+    atomic_save(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+
+
 def _umask() -> int:
     """The process's file-creation mask (reading it means setting it, so it is set back at once)."""
     mask = os.umask(0o022)

@@ -18,7 +18,7 @@ from agents import build_model, get_agent, init_source, load_model, load_weights
 from ctm_rl.callbacks import PeriodicCheckpoint, PeriodicEvaluation, ProgressBar, StopOnRequest
 from ctm_rl.config import ExperimentConfig, dump_config, load_config
 from ctm_rl.errors import RunDirError
-from ctm_rl.runs import RunDir, atomic_save, save_model, vecnormalize_path
+from ctm_rl.runs import RunDir, atomic_write_text, save_model, vecnormalize_path
 from ctm_rl.signals import StopRequest, stop_on_signals
 
 # Evaluation episodes run on envs seeded apart from the training envs (seed + rank).
@@ -39,7 +39,7 @@ class TrainingOutcome:
 
 
 def _write_config(run: RunDir, config: ExperimentConfig) -> None:
-    atomic_save(run.config, lambda path: Path(path).write_text(dump_config(config), encoding="utf-8"))
+    atomic_write_text(run.config, dump_config(config))
 
 
 def start_training(config: ExperimentConfig, run_dir: Path, overwrite: bool = False,

@@ -39,7 +39,7 @@ from agents.environment import check_env_id
 from agents.sizing import count_parameters, matching_width
 from ctm_rl.config import ExperimentConfig, apply_overrides, build_dataclass, dump_config, read_config_file
 from ctm_rl.errors import UserError
-from ctm_rl.runs import RunDir, atomic_save
+from ctm_rl.runs import RunDir, atomic_write_text
 from ctm_rl.signals import detach_worker, stop_workers_on_signals, worker_stop_requested
 
 TIMING_NAME = "benchmark.json"
@@ -262,8 +262,7 @@ def train_one(task: RunTask) -> RunResult:
     timing = {"wall_s": round(wall, 3), "timesteps": trained}
     if resume_at is not None:
         timing["resumed_at"] = resume_at
-    atomic_save(task.run_dir / TIMING_NAME,
-                lambda path: Path(path).write_text(json.dumps(timing) + "\n", encoding="utf-8"))
+    atomic_write_text(task.run_dir / TIMING_NAME, json.dumps(timing) + "\n")
     return RunResult(task, "trained", wall, trained)
 
 

@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ctm_rl.config import ExperimentConfig, build_dataclass, dump_config
-from ctm_rl.runs import atomic_save
+from ctm_rl.runs import atomic_save, atomic_write_text
 from ctm_rl.tune.objective import TrialOutcome
 from ctm_rl.tune.space import SearchSpace, Value, apply_params
 from ctm_rl.tune.study import best_trial
@@ -83,7 +83,7 @@ def write_outputs(study: optuna.Study, space: SearchSpace, base: Mapping[str, An
     header = (f"# ctm-rl tune: trial {best.number} of study {study.study_name!r}, the best: "
               f"{best.value:.4g} (final return {best.user_attrs['final_return']:.4g})\n")
     text = header + dump_config(best_config(base, best))
-    atomic_save(out / BEST_NAME, lambda path: Path(path).write_text(text, encoding="utf-8"))
+    atomic_write_text(out / BEST_NAME, text)
 
 
 def _importance_lines(study: optuna.Study, space: SearchSpace) -> list[str]:
