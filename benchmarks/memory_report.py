@@ -173,7 +173,7 @@ def plot_horizon(finals: Mapping[str, dict[int, np.ndarray]], path: Path) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    figure, axes = plt.subplots(figsize=(8.8, 4.0))
     colors = {}
     for agent, by_length in finals.items():
         lengths = sorted(by_length)
@@ -194,7 +194,8 @@ def plot_horizon(finals: Mapping[str, dict[int, np.ndarray]], path: Path) -> Non
     axes.set_xticks(sorted({n for by_length in finals.values() for n in by_length}))
     axes.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
+    # Outside the axes: with several agents and curricula, a legend inside covers the long corridors' points.
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.tight_layout()
     atomic_save(path, lambda temporary: figure.savefig(temporary, dpi=100))
     plt.close(figure)
