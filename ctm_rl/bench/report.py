@@ -19,7 +19,7 @@ import numpy as np
 from ctm_rl.bench import stats
 from ctm_rl.bench.harness import RunResult, slug
 from ctm_rl.bench.stats import bootstrap_ci, curve_ci, first_step_reaching
-from ctm_rl.runs import EVALUATION_FIELDS, RunDir
+from ctm_rl.runs import EVALUATION_FIELDS, RunDir, atomic_save, atomic_write_text
 from envs.navigation import oracle_mean_return
 
 RESULT_FIELDS = ("agent", "env", "seed", *EVALUATION_FIELDS)
@@ -49,10 +49,13 @@ def collect_rows(results: Sequence[RunResult]) -> list[dict[str, object]]:
 
 
 def write_results_csv(rows: Sequence[Mapping[str, object]], path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    def save(temporary: str) -> None:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=RESULT_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_save(path, save)
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def plot_curves(env_id: str, curves: Mapping[str, Curves], threshold: float | No
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    atomic_save(path, lambda temporary: figure.savefig(temporary, dpi=100))
     plt.close(figure)
 
 
@@ -208,7 +211,7 @@ def write_report(results: Sequence[RunResult], out: Path, thresholds: Mapping[st
     ceilings = {env_id: oracle_mean_return(env_id, ORACLE_EPISODES) for env_id in env_ids}
     written = [out / "results.csv", out / "summary.md"]
     write_results_csv(rows, written[0])
-    written[1].write_text(summary_markdown(results, rows, thresholds, ceilings), encoding="utf-8")
+    atomic_write_text(written[1], summary_markdown(results, rows, thresholds, ceilings))
     for env_id in env_ids:
         agents = dict.fromkeys(result.task.agent for result in results if result.task.env_id == env_id)
         curves = {agent: c for agent in agents
